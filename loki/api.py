@@ -31,7 +31,7 @@ NO_PROBE = -1
 
 @dataclass(frozen=True, slots=True)
 class ProbeCluster:
-    """A request to the pacer to send a burst at ``target_bps`` (libwebrtc ``ProbeClusterConfig``)."""
+    """A request to the pacer for a burst at ``target_bps`` (libwebrtc ``ProbeClusterConfig``)."""
 
     id: int
     at_us: int

@@ -1,0 +1,238 @@
+"""The ``loki`` command: ``loki emulate`` (and later ``bench``, ``train``, ``live``).
+
+Bad input (an unknown controller, a malformed trace, an impossible value) ends the command with
+one clear message on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_DURATION_CAP_S = 600.0
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _number(kind: type, ok, what: str):
+    """An argparse type that converts with ``kind`` and checks ``ok``, naming what it wants."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_probability = _number(float, lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+
+
+def _add_link_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--trace", type=Path, help="a trace file (mahimahi, cooked CSV, OpenNetLab JSON)"
+    )
+    src.add_argument("--builtin", help="a built-in synthetic link (see --list-builtins)")
+    p.add_argument("--delay-ms", type=_nonneg_int, default=20, help="one-way delay each way")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--queue-packets", type=_positive_int, help="drop-tail queue in packets")
+    q.add_argument("--queue-bytes", type=_positive_int, help="drop-tail queue in bytes")
+    p.add_argument("--loss", type=_probability, default=0.0, help="random uplink loss")
+    p.add_argument("--duration-s", type=_positive_float, help="default: one trace period, <= 600 s")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load_link_trace(args: argparse.Namespace):
+    from traces.builtin import DEFAULT_BUILTIN, get_builtin
+    from traces.load import load_trace
+
+    from traces.trace import TraceError
+
+    try:
+        if args.trace is not None:
+            return load_trace(args.trace)
+        return get_builtin(args.builtin or DEFAULT_BUILTIN)
+    except (TraceError, ValueError, OSError) as e:
+        raise CliError(str(e)) from e
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from loki.controllers import make_controller
+    from loki.emu.session import LinkConfig, Session, SessionConfig
+
+    if args.list_builtins:
+        from traces.builtin import builtin_names
+
+        print("\n".join(builtin_names()))
+        return 0
+    trace = _load_link_trace(args)
+    duration_s = args.duration_s or min(trace.period_ms / 1000.0, DEFAULT_DURATION_CAP_S)
+    link = LinkConfig(
+        trace=trace,
+        delay_ms=args.delay_ms,
+        queue_packets=args.queue_packets,
+        queue_bytes=args.queue_bytes,
+        loss=args.loss,
+    )
+    if args.source is not None:
+        return _emulate_cbr(args, link, duration_s)
+    names = [n.strip() for n in args.controller.split(",") if n.strip()]
+    if not names:
+        raise CliError("--controller needs at least one name")
+    for n in names:  # refuse unknown names before running anything
+        try:
+            make_controller(n, trace=trace)
+        except ValueError as e:
+            raise CliError(str(e)) from e
+    if len(names) > 1 and args.timeline and "{controller}" not in str(args.timeline):
+        raise CliError("with several controllers, --timeline needs '{controller}' in its path")
+    results = {}
+    for name in names:
+        cfg = SessionConfig(
+            duration_s=duration_s,
+            seed=args.seed,
+            feedback_interval_ms=args.feedback_interval_ms,
+        )
+        session = Session(make_controller(name, trace=trace), link, cfg)
+        results[name] = _run_with_progress(session, duration_s, name, quiet=args.json)
+    rows = []
+    for name, res in results.items():
+        row = {"controller": name, "trace": trace.name, **res.qoe.to_dict()}
+        rows.append(row)
+        if args.timeline:
+            _write_timeline(Path(str(args.timeline).replace("{controller}", name)), res.timeline)
+    if args.plot:
+        from loki.plots import plot_sessions
+
+        plot_sessions({n: r.timeline for n, r in results.items()}, args.plot, title=trace.name)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=None))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _run_with_progress(session, duration_s: float, name: str, quiet: bool):
+    from tqdm import tqdm
+
+    show = duration_s >= 120 and sys.stderr.isatty() and not quiet
+    if not show:
+        return session.run()
+    with tqdm(total=round(duration_s), unit="s emulated", desc=name, leave=False) as bar:
+        last = [0.0]
+
+        def tick(t_s: float) -> None:
+            bar.update(round(t_s - last[0]))
+            last[0] = round(t_s)
+
+        return session.run(progress=tick)
+
+
+def _write_timeline(path: Path, timeline: dict) -> None:
+    keys = list(timeline)
+    n = len(timeline[keys[0]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(keys)
+        for i in range(n):
+            w.writerow([f"{float(timeline[k][i]):.6g}" for k in keys])
+    tmp.replace(path)
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = [
+        ("controller", "controller", "{}"),
+        ("bitrate_kbps", "kbps", "{:.0f}"),
+        ("utilization", "util", "{:.2f}"),
+        ("stall_rate", "stall", "{:.3f}"),
+        ("freezes_per_min", "frz/min", "{:.2f}"),
+        ("frame_delay_p50_ms", "fd p50", "{:.0f}"),
+        ("frame_delay_p95_ms", "fd p95", "{:.0f}"),
+        ("loss_rate", "loss", "{:.3f}"),
+        ("score_mmsys21", "score", "{:.1f}"),
+    ]
+    print(f"trace {rows[0]['trace']}, {rows[0]['duration_s']:.0f} s")
+    cells = [[fmt.format(r[k]) for k, _, fmt in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h, _) in enumerate(cols)]
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(cols, widths, strict=True)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+
+
+def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
+    from loki.emu.cbr import run_cbr
+
+    spec = args.source
+    parts = spec.split(":")
+    try:
+        if parts[0] != "cbr" or len(parts) not in (2, 3):
+            raise ValueError
+        kbps = float(parts[1])
+        packet_bytes = int(parts[2]) if len(parts) == 3 else 1500
+        if kbps <= 0 or not 29 <= packet_bytes <= 1500:
+            raise ValueError
+    except ValueError:
+        raise CliError(
+            f"--source expects cbr:KBPS[:PACKET_BYTES] with KBPS > 0 and 29 <= PACKET_BYTES <= "
+            f"1500 (IP size), got {spec!r}"
+        ) from None
+    summary = run_cbr(
+        link,
+        rate_bps=kbps * 1000,
+        packet_bytes=packet_bytes,
+        duration_s=duration_s,
+        seed=args.seed,
+        packet_log=args.packet_log,
+    )
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>24}: {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loki", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("emulate", help="emulate a streaming session over a trace-driven link")
+    _add_link_args(e)
+    e.add_argument("--controller", default="gcc", help="one name or several, comma-separated")
+    e.add_argument("--feedback-interval-ms", type=_positive_int, default=100)
+    e.add_argument("--json", action="store_true", help="print one JSON object (or a list)")
+    e.add_argument("--timeline", type=Path, help="write per-second series as CSV")
+    e.add_argument("--plot", type=Path, help="draw send rate vs capacity and delay (PNG)")
+    e.add_argument("--source", help="cbr:KBPS[:PACKET_BYTES]: a raw constant-bit-rate source")
+    e.add_argument("--packet-log", type=Path, help="with --source: per-packet log CSV")
+    e.add_argument("--list-builtins", action="store_true", help="list built-in links and exit")
+    e.set_defaults(func=cmd_emulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"loki: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

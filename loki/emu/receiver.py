@@ -1,0 +1,198 @@
+"""The emulated WebRTC video receiver: transport-wide feedback, NACK, PLI, frame assembly, render.
+
+Behaviour follows libwebrtc's receive side where it shapes stalls and delays:
+
+* ``RemoteEstimatorProxy``: every feedback interval (100 ms default) report every transport
+  sequence number since the last report, received (with its arrival time) or not.
+* ``NackRequester``: a gap in RTP sequence numbers is NACKed at once, then re-NACKed once per
+  RTT (100 ms until one is known) up to :data:`MAX_NACK_RETRIES` times; a packet that exhausts
+  its retries makes the receiver ask for a keyframe.
+* Frame buffer (``FrameBuffer`` in ``modules/video_coding``): a frame is decodable when it is
+  complete and is a keyframe, or when its predecessor was decoded (VP8 without temporal layers
+  references the previous frame). A complete keyframe makes older frames obsolete.
+  Frames render as soon as they are decodable (minimum playout delay).
+* ``VideoReceiveStream2``: with frames waiting but none decodable for
+  :data:`KEYFRAME_WAIT_US`, ask for a keyframe (PLI), again every :data:`KEYFRAME_WAIT_US`.
+
+Frame metadata (packets per frame, keyframe flag, capture time) is read from the sender's
+tables; in a real receiver it comes from RTP headers and the payload descriptor.
+"""
+
+from __future__ import annotations
+
+MAX_NACK_RETRIES = 10
+DEFAULT_RTT_US = 100_000
+KEYFRAME_WAIT_US = 200_000
+#: A NACK list longer than this is given up for a keyframe (libwebrtc kMaxNackPackets).
+MAX_NACK_PACKETS = 1_000
+
+
+class Receiver:
+    """Receive-side state of one emulated video stream."""
+
+    __slots__ = (
+        "_fb_arrival_us",
+        "_fb_next_seq",
+        "_frame_bytes",
+        "_frame_capture_us",
+        "_frame_is_key",
+        "_frame_npkts",
+        "_frames_got",
+        "_highest_rtp",
+        "_last_decode_us",
+        "_last_decoded",
+        "_last_pli_us",
+        "_max_frame_seen",
+        "_nack",
+        "_rr_expected_base",
+        "_rr_received",
+        "frame_bytes_rendered",
+        "frame_delay_ms",
+        "render_ms",
+        "rtt_us",
+    )
+
+    def __init__(
+        self,
+        frame_npkts: list[int],
+        frame_is_key: list[bool],
+        frame_capture_us: list[int],
+        frame_bytes: list[int],
+    ) -> None:
+        # Sender-side frame tables, shared (read-only here).
+        self._frame_npkts = frame_npkts
+        self._frame_is_key = frame_is_key
+        self._frame_capture_us = frame_capture_us
+        self._frame_bytes = frame_bytes
+        self._frames_got: dict[int, int] = {}
+        self._highest_rtp = -1
+        self._nack: dict[int, list[int]] = {}  # rtp_seq -> [last_sent_us, retries]
+        self._last_decoded = -1
+        self._last_decode_us = 0
+        self._last_pli_us = -KEYFRAME_WAIT_US
+        self._max_frame_seen = -1
+        self._fb_next_seq = 0
+        self._fb_arrival_us: dict[int, int] = {}
+        self._rr_expected_base = 0
+        self._rr_received = 0
+        self.rtt_us = DEFAULT_RTT_US
+        self.render_ms: list[float] = []
+        self.frame_delay_ms: list[float] = []
+        self.frame_bytes_rendered = 0
+
+    # -- packets -------------------------------------------------------------------------
+    def on_packet(
+        self, seq: int, rtp_seq: int, frame_id: int, arrival_us: int, nacks: list[int]
+    ) -> bool:
+        """Take one arriving packet; append newly missing RTP seqs to ``nacks``.
+
+        Returns True when a frame was rendered (the caller may then check for keyframe needs).
+        """
+        self._fb_arrival_us[seq] = arrival_us
+        if rtp_seq < 0:
+            return False
+        hi = self._highest_rtp
+        if rtp_seq > hi:
+            if rtp_seq > hi + 1:
+                for s in range(hi + 1, rtp_seq):
+                    self._nack[s] = [arrival_us, 0]
+                    nacks.append(s)
+            self._highest_rtp = rtp_seq
+        elif self._nack.pop(rtp_seq, None) is None:
+            return False  # a duplicate, or a packet recovery had already given up on
+        self._rr_received += 1
+        if frame_id <= self._last_decoded:
+            return False
+        got = self._frames_got.get(frame_id, 0) + 1
+        self._frames_got[frame_id] = got
+        if frame_id > self._max_frame_seen:
+            self._max_frame_seen = frame_id
+        if got == self._frame_npkts[frame_id]:
+            return self._decode_ready(arrival_us)
+        return False
+
+    def _decode_ready(self, now_us: int) -> bool:
+        rendered = False
+        npkts = self._frame_npkts
+        got = self._frames_got
+        while True:
+            nxt = self._last_decoded + 1
+            if nxt < len(npkts) and got.get(nxt, 0) == npkts[nxt]:
+                self._render(nxt, now_us)
+                rendered = True
+                continue
+            # A complete keyframe further ahead makes everything before it obsolete.
+            key = -1
+            for f, n in got.items():
+                if f > nxt and n == npkts[f] and self._frame_is_key[f] and f > key:
+                    key = f
+            if key < 0:
+                return rendered
+            for f in [f for f in got if f < key]:
+                del got[f]
+            self._render(key, now_us)
+            rendered = True
+
+    def _render(self, frame_id: int, now_us: int) -> None:
+        self._frames_got.pop(frame_id, None)
+        self._last_decoded = frame_id
+        self._last_decode_us = now_us
+        self.render_ms.append(now_us / 1000.0)
+        self.frame_delay_ms.append((now_us - self._frame_capture_us[frame_id]) / 1000.0)
+        self.frame_bytes_rendered += self._frame_bytes[frame_id]
+
+    # -- periodic work ---------------------------------------------------------------------
+    def nack_retries(self, now_us: int) -> tuple[list[int], bool]:
+        """NACKs due again, and whether a keyframe is needed because recovery gave up."""
+        due: list[int] = []
+        give_up = len(self._nack) > MAX_NACK_PACKETS
+        if give_up:
+            self._nack.clear()
+        wait = self.rtt_us
+        for s, st in list(self._nack.items()):
+            if now_us - st[0] >= wait:
+                if st[1] >= MAX_NACK_RETRIES:
+                    del self._nack[s]
+                    give_up = True
+                    continue
+                st[0] = now_us
+                st[1] += 1
+                due.append(s)
+        return due, give_up
+
+    def wants_keyframe(self, now_us: int, nack_gave_up: bool) -> bool:
+        """PLI policy: stuck with frames waiting, or NACK gave up; at most once per wait."""
+        if now_us - self._last_pli_us < KEYFRAME_WAIT_US:
+            return False
+        stuck = (
+            self._max_frame_seen > self._last_decoded
+            and now_us - self._last_decode_us >= KEYFRAME_WAIT_US
+        )
+        if stuck or nack_gave_up:
+            self._last_pli_us = now_us
+            return True
+        return False
+
+    def take_feedback(self) -> tuple[list[int], list[int]]:
+        """Transport-wide feedback: every seq since the last report, arrival us or -1.
+
+        The report ends at the highest sequence number received so far; packets after it are
+        not yet known to be missing.
+        """
+        start = self._fb_next_seq
+        arrivals = self._fb_arrival_us
+        if not arrivals:
+            return [], []
+        end = max(arrivals)
+        seqs = list(range(start, end + 1))
+        arr = [arrivals.pop(s, -1) for s in seqs]
+        self._fb_next_seq = end + 1
+        return seqs, arr
+
+    def take_receiver_report(self) -> tuple[int, int]:
+        """RTCP RR figures since the last report: (packets lost, packets expected)."""
+        expected = self._highest_rtp + 1 - self._rr_expected_base
+        received = self._rr_received
+        self._rr_expected_base = self._highest_rtp + 1
+        self._rr_received = 0
+        return max(0, expected - received), max(0, expected)
