@@ -57,8 +57,11 @@ class Trace:
         """Capacity offered in [start_ms, end_ms), following the loop."""
         if end_ms <= start_ms:
             return 0.0
-        return self.opportunities_between(start_ms, end_ms) * BYTES_PER_OPPORTUNITY * 8000.0 / (
-            end_ms - start_ms
+        return (
+            self.opportunities_between(start_ms, end_ms)
+            * BYTES_PER_OPPORTUNITY
+            * 8000.0
+            / (end_ms - start_ms)
         )
 
     def opportunities_between(self, start_ms: int, end_ms: int) -> int:

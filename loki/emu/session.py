@@ -31,6 +31,7 @@ import numpy as np
 
 from loki.api import Controller, TransportFeedback
 from loki.emu.pacer import Pacer
+from loki.emu.path import Path
 from loki.emu.receiver import Receiver
 from loki.qoe import QoeReport, compute_qoe
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
@@ -96,18 +97,17 @@ class SessionResult:
     timeline: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def make_uplink(link: LinkConfig, seed: int):
+def make_uplink(link: LinkConfig, seed: int) -> Path:
     """Build the forward path (loss -> mm-link -> delay) the session sends media through."""
-    from loki.emu.path import make_forward_path
+    from loki.emu.link import DropTail
+    from loki.emu.path import uplink_path
 
-    return make_forward_path(
-        link.trace,
-        delay_ms=link.delay_ms,
-        queue_packets=link.queue_packets,
-        queue_bytes=link.queue_bytes,
-        loss=link.loss,
-        seed=seed,
-    )
+    queue = None
+    if link.queue_packets is not None:
+        queue = DropTail(limit_packets=link.queue_packets)
+    elif link.queue_bytes is not None:
+        queue = DropTail(limit_bytes=link.queue_bytes)
+    return uplink_path(link.trace, link.delay_ms, link.loss, queue, seed)
 
 
 class Session:

@@ -1,0 +1,224 @@
+"""GoogCcNetworkController: send-side GCC behind the project's one controller interface.
+
+Adapted from libwebrtc ``modules/congestion_controller/goog_cc/goog_cc_network_control.cc``
+(upstream mid-2024) with the project's target configuration (``shared/docs/gcc-reference.md``):
+LossBasedBweV2 off (the classic 2 %/10 % rule in :class:`SendSideBandwidthEstimation`),
+:class:`RobustThroughputEstimator` as the acknowledged-rate estimator (the Bayesian one with
+``use_robust_throughput_estimator=False``), trendline delay filter, AIMD with link-capacity
+estimator, initial exponential probing.
+
+Per feedback report, as libwebrtc orders it:
+
+1. feedback-based RTT figures: the propagation RTT for the RTT back-off; in
+   ``feedback_only`` mode also the mean of the last 32 max-RTTs for the delay-based side, the
+   min RTT for the loss-based side, and the loss fraction from feedback once per second;
+2. acknowledged rate from the received packets (sorted by receive time);
+3. probe results from packets of probe clusters; a probe below the acknowledged rate is
+   raised to 0.85 x acknowledged (``limit_probes_lower_than_throughput_estimate``);
+4. :class:`DelayBasedBwe`; its result caps the loss-based estimate;
+5. the target (``SendSideBandwidthEstimation.target_rate``) goes to the probe controller,
+   which may ask for further probes.
+
+Left out, as the project's target configuration leaves them off or has no use for them: the
+ALR detector (the sender model never runs application-limited for long, so ALR probing and
+the large-drop recovery probe, which need ALR, never fire), the congestion-window pushback,
+the network-state estimator, LossBasedBweV2, REMB.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
+from gcc.delay_based_bwe import DelayBasedBwe
+from gcc.probe_bitrate_estimator import ProbeBitrateEstimator
+from gcc.probe_controller import BandwidthLimitedCause, ProbeController
+from gcc.send_side_bandwidth_estimation import SendSideBandwidthEstimation
+from loki.api import NO_PROBE, NOT_RECEIVED_US, Controller, ControllerConfig, ProbeCluster
+from loki.api import TransportFeedback
+
+#: ``kLossUpdateInterval``: feedback-derived loss goes to the loss-based side at this pace.
+LOSS_UPDATE_INTERVAL_US = 1_000_000
+#: ``kMaxFeedbackRttWindow``.
+MAX_FEEDBACK_RTT_WINDOW = 32
+#: ``kProbeDropThroughputFraction``.
+PROBE_DROP_THROUGHPUT_FRACTION = 0.85
+
+
+@dataclass(frozen=True)
+class GoogCcConfig:
+    """Switches of the facade (libwebrtc field trials named in comments)."""
+
+    #: RTT and loss from transport feedback only (``GoogCcConfig::feedback_only``); otherwise
+    #: from RTCP (``on_rtt`` / ``on_loss_report``), as in a PeerConnection.
+    feedback_only: bool = False
+    #: ``WebRTC-Bwe-RobustThroughputEstimatorSettings/enabled``.
+    use_robust_throughput_estimator: bool = True
+    #: ``WebRTC-Bwe-ProbingBehavior`` ``limit_probe_target_rate_to_loss_bwe``'s sibling.
+    limit_probes_lower_than_throughput_estimate: bool = True
+
+
+class GoogCcNetworkController(Controller):
+    """Send-side GCC as one object: feed it reports, read ``target_bps``."""
+
+    name = "gcc"
+
+    def __init__(
+        self, config: ControllerConfig | None = None, gcc_config: GoogCcConfig | None = None
+    ) -> None:
+        super().__init__(config)
+        self.gcc_config = gcc_config or GoogCcConfig()
+        c = self.config
+        self._bwe = SendSideBandwidthEstimation()
+        self._delay_based_bwe = DelayBasedBwe()
+        self._acked = create_acknowledged_bitrate_estimator(
+            self.gcc_config.use_robust_throughput_estimator
+        )
+        self._probe_estimator = ProbeBitrateEstimator()
+        self._probe_controller = ProbeController()
+        self._clusters: dict[int, ProbeCluster] = {}
+        self._pending_probes: list[ProbeCluster] = []
+        self._feedback_max_rtts_ms: deque[int] = deque(maxlen=MAX_FEEDBACK_RTT_WINDOW)
+        self._lost_since_loss_update = 0
+        self._expected_since_loss_update = 0
+        self._next_loss_update_us = 0
+        self._initialized = False
+        # ResetConstraints at t = 0.
+        self._bwe.set_bitrates(c.start_bps, c.min_bps, c.max_bps, 0)
+        self._delay_based_bwe.set_start_bitrate(c.start_bps)
+        self._delay_based_bwe.set_min_bitrate(c.min_bps)
+        self._add_probes(self._probe_controller.set_bitrates(c.min_bps, c.start_bps, c.max_bps, 0))
+        self._add_probes(self._probe_controller.on_network_availability(True, 0))
+        self._last_target_bps = 0
+        self._target_bps = self.config.clamp(self._bwe.target_rate())
+
+    # -- outputs ------------------------------------------------------------------------------
+    @property
+    def target_bps(self) -> int:
+        return self._target_bps
+
+    def pop_probe_clusters(self) -> list[ProbeCluster]:
+        out, self._pending_probes = self._pending_probes, []
+        return out
+
+    def _add_probes(self, clusters: list[ProbeCluster]) -> None:
+        for c in clusters:
+            self._clusters[c.id] = c
+            self._pending_probes.append(c)
+
+    def _maybe_trigger_on_network_changed(self, at_us: int) -> None:
+        target = self._bwe.target_rate()
+        if target != self._last_target_bps:
+            self._last_target_bps = target
+            self._add_probes(
+                self._probe_controller.set_estimated_bitrate(
+                    target, BandwidthLimitedCause.DELAY_BASED_LIMITED, at_us
+                )
+            )
+        self._target_bps = self.config.clamp(target)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def on_process_interval(self, at_us: int) -> None:
+        if not self._initialized:
+            self._bwe.set_send_bitrate(self.config.start_bps, at_us)
+            self._initialized = True
+        self._bwe.update_estimate(at_us)
+        self._add_probes(self._probe_controller.process(at_us))
+        self._maybe_trigger_on_network_changed(at_us)
+
+    def on_rtt(self, rtt_us: int, at_us: int) -> None:
+        if self.gcc_config.feedback_only or rtt_us <= 0:
+            return
+        self._delay_based_bwe.on_rtt_update(rtt_us)
+        self._bwe.update_rtt(rtt_us, at_us)
+
+    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
+        if self.gcc_config.feedback_only or packets_expected <= 0:
+            return
+        self._bwe.update_packets_lost(packets_lost, packets_expected, at_us)
+        self._maybe_trigger_on_network_changed(at_us)
+
+    def on_feedback(self, report: TransportFeedback) -> int:
+        n = len(report)
+        if n == 0:
+            return self._target_bps
+        at_us = report.feedback_time_us
+        send = report.send_time_us.tolist()
+        arrival = report.arrival_time_us.tolist()
+        size = report.size_bytes.tolist()
+        received = [i for i in range(n) if arrival[i] != NOT_RECEIVED_US]
+        if received:
+            self._feedback_rtts(at_us, send, arrival, received)
+        if self.gcc_config.feedback_only:
+            self._expected_since_loss_update += n
+            self._lost_since_loss_update += n - len(received)
+            if at_us > self._next_loss_update_us:
+                self._next_loss_update_us = at_us + LOSS_UPDATE_INTERVAL_US
+                self._bwe.update_packets_lost(
+                    self._lost_since_loss_update, self._expected_since_loss_update, at_us
+                )
+                self._expected_since_loss_update = 0
+                self._lost_since_loss_update = 0
+
+        # Sorted by receive time (stable on transport order), as SortedByReceiveTime().
+        by_arrival = sorted(received, key=arrival.__getitem__)
+        self._acked.incoming_packet_feedback_vector(
+            [send[i] for i in by_arrival],
+            [arrival[i] for i in by_arrival],
+            [size[i] for i in by_arrival],
+        )
+        acked_bps = self._acked.bitrate()
+        self._bwe.set_acknowledged_rate(acked_bps, at_us)
+
+        probe_ids = report.probe_cluster_id.tolist()
+        for i in by_arrival:
+            pid = probe_ids[i]
+            if pid != NO_PROBE:
+                cluster = self._clusters.get(pid)
+                if cluster is not None:
+                    self._probe_estimator.handle_probe_and_estimate_bitrate(
+                        pid, send[i], arrival[i], size[i], cluster.min_probes, cluster.min_bytes
+                    )
+        probe_bps = self._probe_estimator.fetch_and_reset_last_estimated_bitrate()
+        if (
+            self.gcc_config.limit_probes_lower_than_throughput_estimate
+            and probe_bps is not None
+            and acked_bps is not None
+            and probe_bps < self._delay_based_bwe.last_estimate()
+            and probe_bps < acked_bps
+        ):
+            probe_bps = max(probe_bps, round(acked_bps * PROBE_DROP_THROUGHPUT_FRACTION))
+
+        result = self._delay_based_bwe.incoming_packet_feedback_vector(
+            send, arrival, size, acked_bps, probe_bps, at_us
+        )
+        if result.updated:
+            if result.probe:
+                self._bwe.set_send_bitrate(result.target_bitrate_bps, at_us)
+            self._bwe.update_delay_based_estimate(at_us, result.target_bitrate_bps)
+            self._maybe_trigger_on_network_changed(at_us)
+        if result.recovered_from_overuse:
+            self._add_probes(self._probe_controller.request_probe(at_us))
+        return self._target_bps
+
+    def _feedback_rtts(
+        self, at_us: int, send: list[int], arrival: list[int], received: list[int]
+    ) -> None:
+        max_recv_us = max(arrival[i] for i in received)
+        max_rtt_us = -1
+        min_prop_us = None
+        for i in received:
+            rtt = at_us - send[i]
+            prop = rtt - (max_recv_us - arrival[i])
+            if rtt > max_rtt_us:
+                max_rtt_us = rtt
+            if min_prop_us is None or prop < min_prop_us:
+                min_prop_us = prop
+        self._feedback_max_rtts_ms.append(max_rtt_us // 1000)
+        self._bwe.update_propagation_rtt(at_us, min_prop_us)
+        if self.gcc_config.feedback_only:
+            mean_ms = sum(self._feedback_max_rtts_ms) // len(self._feedback_max_rtts_ms)
+            self._delay_based_bwe.on_rtt_update(mean_ms * 1000)
+            # pending time is measured against the newest arrival; the min is the NACK RTT.
+            self._bwe.update_rtt(min_prop_us, at_us)

@@ -1,0 +1,403 @@
+"""The video encoder as the emulator sees it: one frame size per call, calibrated on real libvpx VP8.
+
+The numbers come from ``bench/calibrate_vp8.py``, which drives libvpx VP8 with exactly the
+realtime CBR settings of aiortc's ``Vp8Encoder`` and writes ``loki/data/vp8_calibration.json``.
+What the model reproduces, and where each piece comes from:
+
+* Steady state (measured): the mean frame size is ``achieved(target) / fps``, where
+  ``achieved`` is libvpx's measured output rate. Below its floor (the rate at the largest allowed
+  quantizer, qmax 56) libvpx cannot go lower, whatever the target. Frame sizes around the mean
+  are lognormal with an AR(1) correlation of log sizes, both measured per target.
+* Rate control (structure from libvpx, time constants fitted to the measured step responses):
+  libvpx's one-pass CBR keeps a buffer balance in bits (``bits_off_target``, updated by
+  ``per_frame_bandwidth - frame_bits`` after every frame and clipped to the maximum buffer size
+  but, for camera content, never from below: vp8/encoder/onyx_if.c). Each frame's target is
+  lowered by ``min(percent_low, undershoot_pct) / 200`` when the balance is under the optimal
+  level and raised by ``min(percent_high, overshoot_pct) / 200`` when above, the percentages
+  being the distance to the optimal level in per cent of it (vp8/encoder/ratectrl.c,
+  ``calc_pframe_target_size``). A new target rescales the optimal and maximum levels and clips
+  the balance to the new maximum (``vp8_change_config``). The quantizer then follows the frame
+  target with a lag: a first-order tracking with the fitted ``tau_up_ms`` / ``tau_down_ms``.
+  Together these give what libvpx measurably does: a raised target is reached only after the
+  (now larger) optimal buffer is filled, a cut target briefly overshoots, a keyframe is paid back
+  by smaller frames, and a long spell below the floor leaves a debt that keeps the output at half
+  the target for seconds after the target rises again.
+* Keyframes (measured): the first one after an open, later ones (periodic or requested) and the
+  frame after a keyframe are fixed multiples of the current mean frame, each interpolated over
+  the target.
+* Reconfiguration: ``retarget="live"`` changes the target on the open encoder
+  (``vpx_codec_enc_config_set``, as libwebrtc's ``LibvpxVp8Encoder::SetRates`` does);
+  ``retarget="reopen"`` is aiortc 1.16: a target more than 10 % away from the rate the encoder
+  was opened with throws the encoder away and opens a new one, which starts with a keyframe and
+  a fresh buffer (aiortc/codecs/vpx.py, ``Vp8Encoder.encode``).
+
+Cost: a handful of float operations per call; random numbers are drawn in blocks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import numpy as np
+
+#: The calibration file, inside the ``loki`` package.
+CALIBRATION_RESOURCE = "data/vp8_calibration.json"
+DEFAULT_RESOLUTION = "640x360"
+#: aiortc's ``DEFAULT_BITRATE``: the rate an encoder opens with when nobody set a target.
+DEFAULT_INITIAL_TARGET_BPS = 500_000
+#: aiortc reopens the encoder when the target moves more than this fraction from the open rate.
+REOPEN_THRESHOLD = 0.1
+#: A VP8 inter frame with every macroblock skipped still has headers; no frame is smaller.
+MIN_FRAME_BYTES = 20
+#: Standard normals drawn per refill of the noise buffer.
+NOISE_BLOCK = 4096
+
+Retarget = Literal["live", "reopen"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderCalibration:
+    """The measured behaviour of libvpx VP8 at one resolution (one entry of the JSON file).
+
+    Per-target tables are sorted by ``target_bps`` and interpolated over log(target).
+    """
+
+    resolution: str
+    target_bps: tuple[float, ...]
+    achieved_bps: tuple[float, ...]
+    log_sigma: tuple[float, ...]
+    log_acf1: tuple[float, ...]
+    keyframe_ratio: tuple[float, ...]
+    first_keyframe_ratio: tuple[float, ...]
+    post_keyframe_ratio: tuple[float, ...]
+    keyframe_log_sigma: float
+    floor_bps: float
+    buffer_initial_s: float
+    buffer_optimal_s: float
+    buffer_max_s: float
+    undershoot_pct: float
+    overshoot_pct: float
+    tau_up_ms: float
+    tau_down_ms: float
+
+    def __post_init__(self) -> None:
+        n = len(self.target_bps)
+        tables = (
+            self.achieved_bps,
+            self.log_sigma,
+            self.log_acf1,
+            self.keyframe_ratio,
+            self.first_keyframe_ratio,
+            self.post_keyframe_ratio,
+        )
+        if n < 2 or any(len(t) != n for t in tables):
+            raise ValueError("EncoderCalibration: per-target tables must share a length >= 2")
+        if list(self.target_bps) != sorted(self.target_bps) or self.target_bps[0] <= 0:
+            raise ValueError("EncoderCalibration: target_bps must be positive and sorted")
+        if self.tau_up_ms <= 0 or self.tau_down_ms <= 0:
+            raise ValueError("EncoderCalibration: time constants must be > 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], resolution: str) -> EncoderCalibration:
+        """Build from the parsed calibration JSON (the whole file) for one resolution."""
+        try:
+            res = data["resolutions"][resolution]
+        except KeyError:
+            known = ", ".join(sorted(data.get("resolutions", {})))
+            raise ValueError(f"no calibration for {resolution!r} (have: {known})") from None
+        rc = data["rc_settings"]
+        steady = sorted(res["steady"], key=lambda p: p["target_bps"])
+        model = res["model"]
+
+        def col(name: str) -> tuple[float, ...]:
+            return tuple(float(p[name]) for p in steady)
+
+        return cls(
+            resolution=resolution,
+            target_bps=col("target_bps"),
+            achieved_bps=col("achieved_bps"),
+            log_sigma=col("delta_log_sigma"),
+            log_acf1=col("delta_log_acf1"),
+            keyframe_ratio=col("keyframe_ratio"),
+            first_keyframe_ratio=col("first_keyframe_ratio"),
+            post_keyframe_ratio=col("post_keyframe_ratio"),
+            keyframe_log_sigma=float(res["keyframe_log_sigma"]),
+            floor_bps=float(res["floor_bps"]),
+            buffer_initial_s=float(rc["buffer_initial_ms"]) / 1000.0,
+            buffer_optimal_s=float(rc["buffer_optimal_ms"]) / 1000.0,
+            buffer_max_s=float(rc["buffer_max_ms"]) / 1000.0,
+            undershoot_pct=float(rc["undershoot_pct"]),
+            overshoot_pct=float(rc["overshoot_pct"]),
+            tau_up_ms=float(model["tau_up_ms"]),
+            tau_down_ms=float(model["tau_down_ms"]),
+        )
+
+    @classmethod
+    def load(cls, resolution: str = DEFAULT_RESOLUTION) -> EncoderCalibration:
+        """The committed calibration (``loki/data/vp8_calibration.json``) for ``resolution``."""
+        return _load_default(resolution)
+
+    def interpolate(self, target_bps: float) -> dict[str, float]:
+        """Every per-target figure at ``target_bps`` (log-linear; clamped at the table's ends).
+
+        Above the table the achieved/target ratio of the top entry carries on; below it the
+        output stays at the lowest entry's rate, which is the floor.
+        """
+        x = math.log(max(target_bps, 1.0))
+        xs = [math.log(t) for t in self.target_bps]
+        i = bisect.bisect_right(xs, x) - 1
+        if i < 0:
+            i, w = 0, 0.0
+        elif i >= len(xs) - 1:
+            i, w = len(xs) - 2, 1.0
+        else:
+            w = (x - xs[i]) / (xs[i + 1] - xs[i])
+
+        def at(table: tuple[float, ...]) -> float:
+            return table[i] + w * (table[i + 1] - table[i])
+
+        lo, hi = self.target_bps[0], self.target_bps[-1]
+        if target_bps <= lo:
+            achieved = self.achieved_bps[0]
+        elif target_bps >= hi:
+            achieved = target_bps * self.achieved_bps[-1] / hi
+        else:
+            la0, la1 = math.log(self.achieved_bps[i]), math.log(self.achieved_bps[i + 1])
+            achieved = math.exp(la0 + w * (la1 - la0))
+        return {
+            "achieved_bps": max(achieved, self.floor_bps),
+            "log_sigma": at(self.log_sigma),
+            "log_acf1": min(max(at(self.log_acf1), -0.99), 0.99),
+            "keyframe_ratio": at(self.keyframe_ratio),
+            "first_keyframe_ratio": at(self.first_keyframe_ratio),
+            "post_keyframe_ratio": at(self.post_keyframe_ratio),
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def _calibration_json() -> dict[str, Any]:
+    text = resources.files("loki").joinpath(CALIBRATION_RESOURCE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_default(resolution: str) -> EncoderCalibration:
+    return EncoderCalibration.from_dict(_calibration_json(), resolution)
+
+
+class VideoEncoderModel:
+    """Frame sizes of a libvpx VP8 realtime CBR encoder following a changing target.
+
+    Call :meth:`set_target` whenever the controller's target changes, :meth:`encode` once per
+    captured frame, :meth:`request_keyframe` on a PLI. ``keyframe_interval_s`` of 0 means
+    keyframes only on open and on request (aiortc's ``gop_size`` of 3000 frames is 100 s).
+    ``noise=False`` gives the expected size of every frame, for tests and for fitting.
+    """
+
+    def __init__(
+        self,
+        calibration: EncoderCalibration | None = None,
+        fps: float = 30.0,
+        keyframe_interval_s: float = 0.0,
+        seed: int = 0,
+        *,
+        resolution: str = DEFAULT_RESOLUTION,
+        initial_target_bps: float = DEFAULT_INITIAL_TARGET_BPS,
+        retarget: Retarget = "live",
+        noise: bool = True,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if keyframe_interval_s < 0:
+            raise ValueError(f"keyframe_interval_s must be >= 0, got {keyframe_interval_s}")
+        if retarget not in ("live", "reopen"):
+            raise ValueError(f"retarget must be 'live' or 'reopen', got {retarget!r}")
+        if initial_target_bps <= 0:
+            raise ValueError(f"initial_target_bps must be > 0, got {initial_target_bps}")
+        self.calibration = calibration or EncoderCalibration.load(resolution)
+        cal = self.calibration
+        self.fps = float(fps)
+        self.retarget: Retarget = retarget
+        self._frame_ms = 1000.0 / self.fps
+        self._key_every_frames = (
+            max(1, round(keyframe_interval_s * self.fps)) if keyframe_interval_s > 0 else 0
+        )
+        self._noise = noise
+        self._rng = np.random.default_rng(seed)
+        self._normals: list[float] = []
+        self._next_normal = 0
+        self._z = 0.0
+        self._floor_bps = cal.floor_bps
+        self._under = cal.undershoot_pct / 100.0
+        self._over = cal.overshoot_pct / 100.0
+        self._key_sigma = cal.keyframe_log_sigma if noise else 0.0
+        # Cached first-order gains, keyed by the interval they were computed for.
+        self._alpha_dt_ms = -1.0
+        self._alpha_up = 0.0
+        self._alpha_down = 0.0
+
+        self._requested_bps = float(initial_target_bps)
+        self._open_bps = float(initial_target_bps)
+        self._apply_target(self._open_bps)
+        self._opened = False
+        self._reopen_pending = False
+        self._key_requested = False
+        self._after_key = False
+        self._frames_since_key = 0
+        self._last_ms: float | None = None
+        self._buffer_bits = 0.0
+        self._level_bps = self._achieved_bps
+
+    # -- the public calls ------------------------------------------------------------------
+    @property
+    def target_bps(self) -> float:
+        """The target the encoder is running at (in reopen mode, the rate it was opened with)."""
+        return self._open_bps
+
+    @property
+    def level_bps(self) -> float:
+        """The rate the encoder's quantizer currently produces, before per-frame variation."""
+        return self._level_bps
+
+    @property
+    def buffer_bits(self) -> float:
+        """libvpx's buffer balance (``bits_off_target``); negative is a debt."""
+        return self._buffer_bits
+
+    def set_target(self, target_bps: float, at_ms: float) -> None:
+        """The controller's new target; takes effect from the next encoded frame.
+
+        ``at_ms`` is accepted for the emulator's trace of events; the rate controller itself
+        reacts per frame, as libvpx does.
+        """
+        del at_ms
+        if not target_bps > 0:
+            raise ValueError(f"target_bps must be > 0, got {target_bps}")
+        self._requested_bps = float(target_bps)
+        if self.retarget == "reopen":
+            if abs(self._requested_bps - self._open_bps) / self._open_bps > REOPEN_THRESHOLD:
+                self._open_bps = self._requested_bps
+                self._apply_target(self._open_bps)
+                if self._opened:
+                    self._reopen_pending = True
+            return
+        self._open_bps = self._requested_bps
+        self._apply_target(self._open_bps)
+        if self._buffer_bits > self._max_bits:
+            self._buffer_bits = self._max_bits
+
+    def request_keyframe(self) -> None:
+        """A PLI/FIR: the next frame is a keyframe."""
+        self._key_requested = True
+
+    def encode(self, at_ms: float) -> tuple[int, bool]:
+        """Encode the frame captured at ``at_ms``; returns its size in bytes and keyframe flag."""
+        if not self._opened or self._reopen_pending:
+            return self._open(at_ms)
+        dt_ms = self._frame_ms if self._last_ms is None else at_ms - self._last_ms
+        if dt_ms <= 0:
+            dt_ms = self._frame_ms
+        self._last_ms = at_ms
+        if dt_ms != self._alpha_dt_ms:
+            cal = self.calibration
+            self._alpha_dt_ms = dt_ms
+            self._alpha_up = 1.0 - math.exp(-dt_ms / cal.tau_up_ms)
+            self._alpha_down = 1.0 - math.exp(-dt_ms / cal.tau_down_ms)
+
+        # libvpx's frame target: per-frame bandwidth scaled by the buffer's distance to optimal.
+        dev = (self._buffer_bits - self._optimal_bits) / self._optimal_bits
+        if dev < 0.0:
+            scale = 1.0 + 0.5 * max(dev, -self._under)
+        else:
+            scale = 1.0 + 0.5 * min(dev, self._over)
+        goal_bps = self._achieved_bps * scale
+        if goal_bps < self._floor_bps:
+            goal_bps = self._floor_bps
+        level = self._level_bps
+        if goal_bps > level:
+            level += (goal_bps - level) * self._alpha_up
+        else:
+            level += (goal_bps - level) * self._alpha_down
+        self._level_bps = level
+        mean_bytes = level / (8.0 * self.fps)
+
+        self._frames_since_key += 1
+        if self._key_requested or (
+            self._key_every_frames and self._frames_since_key >= self._key_every_frames
+        ):
+            size = mean_bytes * self._key_ratio * self._key_noise()
+            return self._emit(size, True)
+        size = mean_bytes * self._delta_noise()
+        if self._after_key:
+            size *= self._post_key_ratio
+            self._after_key = False
+        return self._emit(size, False)
+
+    # -- internals -------------------------------------------------------------------------
+    def _apply_target(self, target_bps: float) -> None:
+        """Per-target figures, looked up once per target change rather than per frame."""
+        cal = self.calibration
+        fig = cal.interpolate(target_bps)
+        self._achieved_bps = fig["achieved_bps"]
+        # libvpx drains the buffer at the target; above the floor it settles at its own
+        # measured achieved rate, so that is the drain there (no slow drift of the balance).
+        self._drain_bits_per_frame = min(target_bps, self._achieved_bps) / self.fps
+        self._sigma = fig["log_sigma"] if self._noise else 0.0
+        self._rho = fig["log_acf1"]
+        self._innovation = math.sqrt(1.0 - self._rho * self._rho)
+        self._half_var = 0.5 * self._sigma * self._sigma
+        self._key_ratio = fig["keyframe_ratio"]
+        self._first_key_ratio = fig["first_keyframe_ratio"]
+        self._post_key_ratio = fig["post_keyframe_ratio"]
+        self._optimal_bits = cal.buffer_optimal_s * target_bps
+        self._max_bits = cal.buffer_max_s * target_bps
+
+    def _open(self, at_ms: float) -> tuple[int, bool]:
+        """A fresh libvpx encoder: initial buffer, quantizer at the target, keyframe first."""
+        self._opened = True
+        self._reopen_pending = False
+        self._last_ms = at_ms
+        self._buffer_bits = self.calibration.buffer_initial_s * self._open_bps
+        self._level_bps = self._achieved_bps
+        self._z = 0.0
+        size = self._achieved_bps / (8.0 * self.fps) * self._first_key_ratio
+        return self._emit(size * self._key_noise(), True)
+
+    def _emit(self, size: float, is_key: bool) -> tuple[int, bool]:
+        if is_key:
+            self._key_requested = False
+            self._frames_since_key = 0
+            self._after_key = True
+        size_bytes = int(size + 0.5)
+        if size_bytes < MIN_FRAME_BYTES:
+            size_bytes = MIN_FRAME_BYTES
+        balance = self._buffer_bits + self._drain_bits_per_frame - 8.0 * size_bytes
+        self._buffer_bits = balance if balance < self._max_bits else self._max_bits
+        return size_bytes, is_key
+
+    def _normal(self) -> float:
+        if self._next_normal >= len(self._normals):
+            self._normals = self._rng.standard_normal(NOISE_BLOCK).tolist()
+            self._next_normal = 0
+        value = self._normals[self._next_normal]
+        self._next_normal += 1
+        return value
+
+    def _delta_noise(self) -> float:
+        """Lognormal factor with mean 1 whose log follows an AR(1) process."""
+        if not self._noise:
+            return 1.0
+        self._z = self._rho * self._z + self._innovation * self._normal()
+        return math.exp(self._sigma * self._z - self._half_var)
+
+    def _key_noise(self) -> float:
+        if not self._noise:
+            return 1.0
+        s = self._key_sigma
+        return math.exp(s * self._normal() - 0.5 * s * s)
