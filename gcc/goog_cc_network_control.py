@@ -35,8 +35,14 @@ from gcc.delay_based_bwe import DelayBasedBwe
 from gcc.probe_bitrate_estimator import ProbeBitrateEstimator
 from gcc.probe_controller import BandwidthLimitedCause, ProbeController
 from gcc.send_side_bandwidth_estimation import SendSideBandwidthEstimation
-from loki.api import NO_PROBE, NOT_RECEIVED_US, Controller, ControllerConfig, ProbeCluster
-from loki.api import TransportFeedback
+from loki.api import (
+    NO_PROBE,
+    NOT_RECEIVED_US,
+    Controller,
+    ControllerConfig,
+    ProbeCluster,
+    TransportFeedback,
+)
 
 #: ``kLossUpdateInterval``: feedback-derived loss goes to the loss-based side at this pace.
 LOSS_UPDATE_INTERVAL_US = 1_000_000

@@ -60,11 +60,14 @@ class _AggregatedCluster:
 class ProbeBitrateEstimator:
     """Per-cluster aggregation of probe packets into a probe result (libwebrtc port)."""
 
-    __slots__ = ("_clusters", "_estimated_bitrate_bps")
+    __slots__ = ("_clusters", "_estimated_bitrate_bps", "_min_last_receive_us")
 
     def __init__(self) -> None:
         self._clusters: dict[int, _AggregatedCluster] = {}
         self._estimated_bitrate_bps: int | None = None
+        # A lower bound on the clusters' last arrival times (they only grow), so that the scan
+        # for old clusters runs only when one may have expired.
+        self._min_last_receive_us: float = math.inf
 
     def handle_probe_and_estimate_bitrate(
         self,
@@ -84,6 +87,8 @@ class ProbeBitrateEstimator:
         cluster = self._clusters.get(probe_cluster_id)
         if cluster is None:
             cluster = self._clusters[probe_cluster_id] = _AggregatedCluster()
+            if arrival_time_us < self._min_last_receive_us:
+                self._min_last_receive_us = arrival_time_us
 
         if send_time_us < cluster.first_send_us:
             cluster.first_send_us = send_time_us
@@ -139,9 +144,12 @@ class ProbeBitrateEstimator:
         return result
 
     def _erase_old_clusters(self, now_us: int) -> None:
-        clusters = self._clusters
-        if not clusters:
-            return
         oldest_kept_us = now_us - MAX_CLUSTER_HISTORY_US
+        if self._min_last_receive_us >= oldest_kept_us:
+            return
+        clusters = self._clusters
         for cid in [cid for cid, c in clusters.items() if c.last_receive_us < oldest_kept_us]:
             del clusters[cid]
+        self._min_last_receive_us = min(
+            (c.last_receive_us for c in clusters.values()), default=math.inf
+        )

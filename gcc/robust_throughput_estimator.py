@@ -29,6 +29,8 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
+from operator import sub
 
 from gcc.rate_units import BIT_US_PER_BYTE_S
 
@@ -85,6 +87,7 @@ class RobustThroughputEstimator:
         "_settings",
         "_size_bytes",
         "_stale",
+        "_total_bytes",
     )
 
     def __init__(self, settings: RobustThroughputEstimatorSettings | None = None) -> None:
@@ -93,6 +96,7 @@ class RobustThroughputEstimator:
         self._send_us: deque[int] = deque()
         self._recv_us: deque[int] = deque()
         self._size_bytes: deque[int] = deque()
+        self._total_bytes = 0  # sum(self._size_bytes), kept up to date.
         self._latest_discarded_send_us: float = -math.inf
         self._bitrate_bps: int | None = None
         self._stale = False
@@ -114,6 +118,7 @@ class RobustThroughputEstimator:
             send.append(s_us)
             recv.append(r_us)
             size.append(n_bytes)
+            self._total_bytes += n_bytes
         self._drop_packets_outside_window()
         self._stale = True
 
@@ -128,11 +133,13 @@ class RobustThroughputEstimator:
         send.insert(i, s_us)
         recv.insert(i, r_us)
         size.insert(i, n_bytes)
+        self._total_bytes += n_bytes
         if recv[-1] - r_us > MAX_REORDERING_US:
             # Severe reordering or a receiver clock jump: start over (libwebrtc does the same).
             send.clear()
             recv.clear()
             size.clear()
+            self._total_bytes = 0
             self._latest_discarded_send_us = -math.inf
 
     def _drop_packets_outside_window(self) -> None:
@@ -141,6 +148,7 @@ class RobustThroughputEstimator:
         recv = self._recv_us
         size = self._size_bytes
         latest = self._latest_discarded_send_us
+        total_bytes = self._total_bytes
         while recv:
             n = len(recv)
             duration_us = recv[-1] - recv[0]
@@ -154,8 +162,9 @@ class RobustThroughputEstimator:
             if dropped_send_us > latest:
                 latest = dropped_send_us
             recv.popleft()
-            size.popleft()
+            total_bytes -= size.popleft()
         self._latest_discarded_send_us = latest
+        self._total_bytes = total_bytes
 
     def bitrate(self) -> int | None:
         """Acknowledged rate in bps, or None with fewer than ``required_packets`` in the window."""
@@ -181,33 +190,57 @@ class RobustThroughputEstimator:
         if n == 0 or n < required:
             return None
 
-        largest_gap_us = 0
-        second_gap_us = 0
-        prev_us = recv[0]
-        for r_us in recv:
-            gap_us = r_us - prev_us
-            prev_us = r_us
-            if gap_us > largest_gap_us:
-                second_gap_us = largest_gap_us
-                largest_gap_us = gap_us
-            elif gap_us > second_gap_us:
-                second_gap_us = gap_us
+        # Gaps between consecutive arrivals (all >= 0: the window is sorted). libwebrtc scans
+        # for the largest and second largest (a tie counts twice); max/remove/max does the same
+        # at C speed.
+        gaps_us = list(map(sub, islice(recv, 1, None), recv))
+        largest_gap_us = max(gaps_us, default=0)
+        if gaps_us:
+            gaps_us.remove(largest_gap_us)
+        second_gap_us = max(gaps_us, default=0)
 
         size = self._size_bytes
+        total_bytes = self._total_bytes
         # The window is sorted by arrival, so the first received packet is at the front.
-        recv_size_bytes = sum(size) - size[0]
         recv_duration_us = recv[-1] - recv[0] - largest_gap_us + second_gap_us
         if recv_duration_us < MIN_DURATION_US:
             recv_duration_us = MIN_DURATION_US
-        recv_rate_bps = recv_size_bytes * BIT_US_PER_BYTE_S // recv_duration_us
+        recv_rate_bps = (total_bytes - size[0]) * BIT_US_PER_BYTE_S // recv_duration_us
 
+        send = self._send_us
+        first_send_us = min(send)
+        if first_send_us >= self._latest_discarded_send_us:
+            # Common case: no reordered packet to leave out.
+            last_send_us = max(send)
+            last_send_size_bytes = size[send.index(last_send_us)]
+            send_size_bytes = total_bytes
+        else:
+            first_send_us, last_send_us, last_send_size_bytes, send_size_bytes, sent_count = (
+                self._send_stats_without_reordered()
+            )
+            if sent_count < required:
+                return recv_rate_bps  # Too few send times for a reliable send rate.
+        send_duration_us = last_send_us - first_send_us
+        if send_duration_us < MIN_DURATION_US:
+            send_duration_us = MIN_DURATION_US
+        send_rate_bps = (
+            (send_size_bytes - last_send_size_bytes) * BIT_US_PER_BYTE_S // send_duration_us
+        )
+        return min(send_rate_bps, recv_rate_bps)
+
+    def _send_stats_without_reordered(self) -> tuple[int, int, int, int, int]:
+        """Send-side window stats over packets not sent before an already dropped one.
+
+        Returns (first send time, last send time, size of the last sent packet, total size,
+        packet count); the first occurrence of the latest send time counts as the last sent.
+        """
         latest_discarded_us = self._latest_discarded_send_us
         first_send_us = math.inf
         last_send_us = -math.inf
         last_send_size_bytes = 0
         send_size_bytes = 0
         sent_count = 0
-        for s_us, n_bytes in zip(self._send_us, size, strict=True):
+        for s_us, n_bytes in zip(self._send_us, self._size_bytes, strict=True):
             if s_us < latest_discarded_us:
                 continue  # Reordered: sent before a packet already dropped from the window.
             if s_us > last_send_us:
@@ -217,13 +250,4 @@ class RobustThroughputEstimator:
                 first_send_us = s_us
             send_size_bytes += n_bytes
             sent_count += 1
-
-        if sent_count < required:
-            return recv_rate_bps  # Too few send times for a reliable send rate.
-        send_duration_us = last_send_us - first_send_us
-        if send_duration_us < MIN_DURATION_US:
-            send_duration_us = MIN_DURATION_US
-        send_rate_bps = (
-            (send_size_bytes - last_send_size_bytes) * BIT_US_PER_BYTE_S // send_duration_us
-        )
-        return min(send_rate_bps, recv_rate_bps)
+        return first_send_us, last_send_us, last_send_size_bytes, send_size_bytes, sent_count

@@ -3,7 +3,9 @@
 Adapted from ``modules/congestion_controller/goog_cc/send_side_bandwidth_estimation.cc``
 (upstream, mid-2024) with LossBasedBweV2 switched off, i.e. the classic loss rule:
 
-* loss reports accumulate until they cover 20 packets, giving ``fraction_loss`` in 1/256;
+* loss reports accumulate until they cover 20 packets, giving ``fraction_loss`` in 1/256
+  (GoogCC feeds transport-feedback loss here at most once per second, ``kLossUpdateInterval``;
+  that throttling is the caller's);
 * loss <= 2 %: target = 1.08 x (lowest target of the last second) + 1 kbps. Using the minimum
   of the last second lets the rate step up as soon as a good report arrives without compounding
   8 % per report;

@@ -200,9 +200,7 @@ def test_set_estimate_upper_limited_by_network_estimate() -> None:
     assert aimd.latest_estimate() == 400_000
 
 
-def test_set_estimate_default_upper_limited_by_current_bitrate_if_network_estimate_is_low() -> (
-    None
-):
+def test_set_estimate_default_upper_limited_by_current_bitrate_if_network_estimate_is_low() -> None:
     aimd = AimdRateControl(send_side=True)
     aimd.set_estimate(500_000, INITIAL_TIME_US)
     assert aimd.latest_estimate() == 500_000
@@ -211,9 +209,7 @@ def test_set_estimate_default_upper_limited_by_current_bitrate_if_network_estima
     assert aimd.latest_estimate() == 500_000
 
 
-def test_set_estimate_not_upper_limited_by_current_bitrate_if_network_estimate_is_low_if() -> (
-    None
-):
+def test_set_estimate_not_upper_limited_by_current_bitrate_if_network_estimate_is_low_if() -> None:
     # WebRTC-Bwe-EstimateBoundedIncrease/c_upper:false/
     config = AimdRateControlConfig(use_current_estimate_as_min_upper_bound=False)
     aimd = AimdRateControl(config, send_side=True)

@@ -336,3 +336,28 @@ def test_feedback_path_has_delay_and_loss_but_no_rate_limit() -> None:
     out = np.array([lossy.send(t, 80) for t in range(4000)])
     assert 0.45 < np.mean(out == DROPPED) < 0.55
     assert np.all(out[out != DROPPED] == np.arange(4000)[out != DROPPED] + 20)
+
+
+def test_path_send_agrees_with_batch_for_every_chain_shape() -> None:
+    trace = trace_of(*range(2, 41, 2))  # one opportunity every 2 ms
+    rng = np.random.default_rng(4)
+    arrivals = np.sort(rng.integers(0, 2000, size=1500))
+    sizes = rng.integers(100, 1501, size=1500)
+
+    def shapes() -> list[list]:
+        return [
+            [Delay(7)],
+            [Link(trace)],
+            [Delay(3), Link(trace, DropTail(limit_packets=4)), Delay(5)],
+            [Loss(0.1, 1), Link(trace, DropTail(limit_packets=4)), Loss(0.1, 2), Delay(5)],
+        ]
+
+    for one, many in zip(shapes(), shapes(), strict=True):
+        path_one, path_many = Path(one), Path(many)
+        by_packet = [path_one.send(int(a), int(s)) for a, s in zip(arrivals, sizes, strict=True)]
+        assert path_many.send_batch(arrivals, sizes).tolist() == by_packet
+    assert Path([Delay(7)]).send(5, 100) == 12
+    lossy = Path(shapes()[3])
+    lossy.send_batch(arrivals, sizes)
+    assert lossy.stage(Link).dropped_packets > 0
+    assert lossy.stage(Loss).lost_packets > 0

@@ -30,7 +30,7 @@ RATE_UNITS_PER_BPS = 1000
 UNITS_PER_OPPORTUNITY = BYTES_PER_CONVERSION_STEP * 8 * RATE_UNITS_PER_BPS * 1000
 #: Rates above this cannot be held exactly in the integer arithmetic (4.5 Tbit/s).
 MAX_RATE_BPS = 4.5e12
-#: A step's rate x length is kept below this so that int64 never overflows.
+#: A step's rate x length must stay below this for int64 arithmetic (about 3.8e8 opportunities).
 _MAX_STEP_UNITS = 1 << 62
 
 
@@ -46,29 +46,14 @@ def rate_units_from_bps(rates_bps: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.rint(rates * RATE_UNITS_PER_BPS).astype(np.int64)
 
 
-def _split_long_steps(lengths_ms: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cut steps whose rate x length would overflow int64 into shorter pieces of equal rate."""
-    max_len = np.where(units > 0, _MAX_STEP_UNITS // np.maximum(units, 1), lengths_ms)
-    if np.all(lengths_ms <= max_len):
-        return lengths_ms, units
-    pieces = -(-lengths_ms // np.maximum(max_len, 1))
-    out_len: list[int] = []
-    for length, n, cap in zip(lengths_ms.tolist(), pieces.tolist(), max_len.tolist(), strict=True):
-        for _ in range(n - 1):
-            out_len.append(cap)
-            length -= cap
-        out_len.append(length)
-    return np.array(out_len, dtype=np.int64), np.repeat(units, pieces)
-
-
 def opportunities_from_rate_steps(
     lengths_ms: Sequence[int] | np.ndarray, rates_bps: Sequence[float] | np.ndarray
 ) -> np.ndarray:
     """Opportunity times (1-based ms, no final append) for consecutive constant-rate steps.
 
     Step ``i`` lasts ``lengths_ms[i]`` whole milliseconds at ``rates_bps[i]``; steps of length 0
-    are ignored. Vectorised: the running total is split into whole opportunities and a
-    remainder so that it never leaves int64, however long the trace.
+    are ignored. Vectorised: only the running total modulo one opportunity is carried, so it never
+    leaves int64, however long the trace.
     """
     lengths = np.asarray(lengths_ms, dtype=np.int64)
     units = rate_units_from_bps(rates_bps)
@@ -81,12 +66,10 @@ def opportunities_from_rate_steps(
     starts_ms, lengths, units = starts_ms[keep], lengths[keep], units[keep]
     if lengths.size == 0:
         return np.zeros(0, dtype=np.int64)
-    split_len, split_units = _split_long_steps(lengths, units)
-    if split_len.size != lengths.size:
-        starts_ms = np.concatenate(([starts_ms[0]], starts_ms[0] + np.cumsum(split_len)[:-1]))
-        lengths, units = split_len, split_units
-
-    step_units = units * lengths  # < 2**62 after the split
+    if np.any(units > _MAX_STEP_UNITS // lengths):
+        # Only reachable with ~4e8 opportunities in one step (gigabytes of trace).
+        raise TraceError("a rate step is too large to convert (rate x length overflows)")
+    step_units = units * lengths
     # Only the running total modulo one opportunity matters; the remainders of whole steps
     # sum without overflow (each is < UNITS_PER_OPPORTUNITY).
     rem_before = np.concatenate(([0], np.cumsum(step_units % UNITS_PER_OPPORTUNITY)[:-1]))
@@ -147,6 +130,13 @@ def trace_from_rate_steps(
             raise TraceError(f"{name}: no rate steps")
         lengths = np.append(lengths, end_ms - series_ms)
         rates = np.append(rates, rates[-1])
+    elif end_ms < series_ms:
+        # Nothing after the cut matters: clip the steps there before converting.
+        step_end_ms = np.cumsum(lengths)
+        last = int(np.searchsorted(step_end_ms, end_ms))  # first step reaching end_ms
+        lengths = lengths[: last + 1].copy()
+        lengths[-1] -= int(step_end_ms[last]) - end_ms
+        rates = rates[: last + 1]
     ops = opportunities_from_rate_steps(lengths, rates)
     ops = ops[(ops > start_ms) & (ops <= end_ms)] - start_ms
     ops, appended = close_period(ops, duration_ms)

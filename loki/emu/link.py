@@ -31,6 +31,10 @@ The rules, each with the place in mahimahi it comes from:
   leaves ``packet_queue_`` at the first opportunity that sends any of its bytes, so here the
   occupancy at ms ``t`` is the number of accepted packets whose service starts after ``t``.
 
+Time origin: ms 0 of the emulation is ms 0 of the trace (mahimahi's ``base_timestamp_`` is the
+link's start). The queue is infinite unless a :class:`DropTail` is given, as in mahimahi; its
+``drophead``, ``codel`` and ``pie`` queues are not reproduced.
+
 Deliberate difference: mahimahi throws on a packet above 1504 bytes with header (the TUN MTU stops
 that from happening); here a larger packet spans as many opportunities as it needs.
 """
@@ -86,7 +90,10 @@ def _lookup_tables(trace: Trace) -> tuple[list[int], array]:
     ops_ms = trace.opportunities_ms
     first_after = np.searchsorted(ops_ms, np.arange(trace.period_ms), side="right")
     tables = (ops_ms.tolist(), array("i", first_after.astype(np.intc).tobytes()))
-    _TABLES[key] = (weakref.ref(trace), *tables)
+    try:
+        _TABLES[key] = (weakref.ref(trace), *tables)
+    except TypeError:  # a trace type without weak references: build per link instead
+        return tables
     weakref.finalize(trace, _TABLES.pop, key, None)
     return tables
 
@@ -146,7 +153,11 @@ class Link:
         self._bytes_waiting = 0
 
     def send(self, arrival_ms: int, size_bytes: int) -> int:
-        """Enqueue an IP packet of ``size_bytes`` at ``arrival_ms``; return its exit ms or -1."""
+        """Enqueue an IP packet at ``arrival_ms``; return the ms it leaves the link, or -1.
+
+        ``size_bytes`` is the IP size (payload + RTP + 28 bytes of UDP/IP); the link charges it
+        plus the 4-byte TUN header, as mahimahi does.
+        """
         if arrival_ms < self._last_arrival_ms:
             raise ValueError(
                 f"Link.send: arrival {arrival_ms} ms before previous {self._last_arrival_ms} ms"
@@ -217,13 +228,11 @@ class Link:
         self._next_ms = self._base_ms + ops[pos]
         self._tail_ms = exit_ms
         if waiting is not None:
-            waiting.append(start_ms)
-            if self._waiting_charge_bytes is not None:
-                self._waiting_charge_bytes.append(charge)
-                self._bytes_waiting += charge
+            self._note_waiting(start_ms, charge)
         return exit_ms
 
     def _note_waiting(self, start_ms: int, charge_bytes: int) -> None:
+        """Drop-tail: remember an accepted packet until its first byte goes out at start_ms."""
         self._waiting_start_ms.append(start_ms)
         if self._waiting_charge_bytes is not None:
             self._waiting_charge_bytes.append(charge_bytes)

@@ -14,8 +14,11 @@ emits crosses the innermost shell first: **loss -> link -> delay**. That order m
 The feedback direction (receiver -> sender) crosses the same shells outside-in: mm-delay's
 downlink ``D``, then optional loss. It deliberately has **no rate limit**: the project emulates
 the uplink of a push stream, and transport-wide feedback and RTCP are a few kbps, far below any
-trace's capacity, so a downlink trace would only add noise. Delay and i.i.d. loss commute, so
-the feedback order only fixes which draws the seed gives to which packet.
+trace's capacity. What that leaves out is real mm-link's downlink wait: every feedback packet
+would spend >= 1 ms in the link and wait for the next downlink opportunity (long in a cellular
+trace's outages). A caller who wants it builds ``Path([Delay(D), Link(down_trace), ...])``.
+Delay and i.i.d. loss commute, so the feedback order only fixes which draws the seed gives to
+which packet.
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ class Stage(Protocol):
 class Path:
     """Stages crossed in order; a packet lost at one stage goes no further.
 
-    :attr:`send` is built once per path: trailing :class:`Delay` stages fold into one constant
-    added at the end, and chains of up to two other stages are unrolled, which saves about a
-    hundred ns per packet over a loop on the emulator's hot path.
+    :attr:`send` is built once per path, for the emulator's hot path: trailing :class:`Delay`
+    stages fold into one constant added at the end, and chains of up to two other stages are
+    unrolled instead of looped over.
     """
 
     __slots__ = ("send", "stages")
