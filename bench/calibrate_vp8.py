@@ -101,12 +101,13 @@ WARMUP_FRAMES = 60
 STEADY_END_FRAME = 450
 KEY_PROBE_FRAMES = (450, 540, 630)
 STEADY_TOTAL_FRAMES = 720
-PROFILE_FRAMES = 30
+KEY_PROFILE_FRAMES = 45
+OPEN_PROFILE_FRAMES = WARMUP_FRAMES - 1
 STEP_AT_FRAME = 150
 STEP_AFTER_FRAMES = 210
 DEBT_HOLD_FRAMES = 300
 TAIL_FRAMES = 60
-SMOOTH_FRAMES = 9
+SMOOTH_FRAMES = 15
 SETTLE_BAND = 0.15
 FIT_BLOCK_FRAMES = 5
 TAU_GRID_MS = (33, 67, 100, 150, 200, 300, 450, 700, 1000, 1500, 2200, 3300)
@@ -204,8 +205,10 @@ class SyntheticContent:
         self.cb = self.cb.astype(np.uint8)
         self.cr = self.cr.astype(np.uint8)
         ow, oh = width // 3, height // 2
-        obj = 110 + 60 * _smooth_noise(rng, 2 * oh, ow, 3) + self.FINE_NOISE * rng.normal(
-            0.0, 1.0, (2 * oh, ow)
+        obj = (
+            110
+            + 60 * _smooth_noise(rng, 2 * oh, ow, 3)
+            + self.FINE_NOISE * rng.normal(0.0, 1.0, (2 * oh, ow))
         )
         self.obj = np.clip(obj, 16, 235).astype(np.int16)
         n = self.SENSOR_NOISE
@@ -279,7 +282,11 @@ class Libvpx:
         lib = ctypes.CDLL(self.path)
         lib.vpx_codec_vp8_cx.restype = ctypes.c_void_p
         lib.vpx_codec_version_str.restype = ctypes.c_char_p
-        lib.vpx_codec_enc_config_default.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint)
+        lib.vpx_codec_enc_config_default.argtypes = (
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+        )
         lib.vpx_codec_enc_init_ver.argtypes = (
             ctypes.c_void_p,
             ctypes.c_void_p,
@@ -332,7 +339,10 @@ class Libvpx:
         """vpx_codec_enc_init_ver accepts only its own VPX_ENCODER_ABI_VERSION: probe for it."""
         for version in range(1, 200):
             ctx = (ctypes.c_uint8 * CTX_BYTES)()
-            if self.lib.vpx_codec_enc_init_ver(ctx, self.iface, self.default_cfg(), 0, version) == 0:
+            if (
+                self.lib.vpx_codec_enc_init_ver(ctx, self.iface, self.default_cfg(), 0, version)
+                == 0
+            ):
                 self.lib.vpx_codec_destroy(ctx)
                 return version
         raise RuntimeError("no VPX_ENCODER_ABI_VERSION accepted")
@@ -388,9 +398,7 @@ class Vp8Encoder:
 
     def encode(self, i420: np.ndarray, pts: int, force_key: bool = False) -> tuple[int, bool]:
         lib = self.vpx.lib
-        lib.vpx_img_wrap(
-            self.img, VPX_IMG_FMT_I420, self.width, self.height, 1, i420.ctypes.data
-        )
+        lib.vpx_img_wrap(self.img, VPX_IMG_FMT_I420, self.width, self.height, 1, i420.ctypes.data)
         flags = VPX_EFLAG_FORCE_KF if force_key else 0
         if lib.vpx_codec_encode(self.ctx, self.img, pts, 1, flags, VPX_DL_REALTIME) != 0:
             raise RuntimeError("vpx_codec_encode failed")
@@ -524,7 +532,8 @@ def steady_figures(run: Run, target_kbps: int) -> dict[str, Any]:
     per_frame_target = target_kbps * 1000 / 8 / FPS
     logs = np.log(delta)
     key_ratios = [float(s[k] / mean) for k in KEY_PROBE_FRAMES]
-    post = np.mean([s[k + 1 : k + 1 + PROFILE_FRAMES] for k in KEY_PROBE_FRAMES], axis=0) / mean
+    post = np.mean([s[k + 1 : k + 1 + KEY_PROFILE_FRAMES] for k in KEY_PROBE_FRAMES], axis=0)
+    post /= mean
     return {
         "target_bps": target_kbps * 1000,
         "achieved_bps": round(mean * 8 * FPS),
@@ -542,7 +551,7 @@ def steady_figures(run: Run, target_kbps: int) -> dict[str, Any]:
         "first_keyframe_ratio": round(float(s[0] / mean), 3),
         "post_keyframe_ratio": round(float(post[0]), 3),
         "post_keyframe_profile": [round(float(r), 3) for r in post],
-        "post_open_profile": [round(float(r), 3) for r in s[1 : 1 + PROFILE_FRAMES] / mean],
+        "post_open_profile": [round(float(r), 3) for r in s[1 : 1 + OPEN_PROFILE_FRAMES] / mean],
         "all_keyframes_flagged": bool(
             run.keys[0] and all(run.keys[k] for k in KEY_PROBE_FRAMES) and run.keys.sum() == 4
         ),
@@ -556,7 +565,7 @@ def step_figures(run: Run, at: int) -> dict[str, Any]:
     post = s[at : at + STEP_AFTER_FRAMES]
     new = float(post[-TAIL_FRAMES:].mean())
     k = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
-    ma = np.convolve(post, k, "valid") / new  # ma[j] is centred on post frame j + 4
+    ma = np.convolve(post, k, "valid") / new  # ma[j] is centred on post frame j + 7
     outside = np.nonzero(np.abs(ma - 1.0) > SETTLE_BAND)[0]
     settle_frames = 0 if len(outside) == 0 else int(outside[-1] + 1 + SMOOTH_FRAMES // 2)
     excess_ms = float((post - new).sum() / new * FRAME_MS)
@@ -603,7 +612,9 @@ def fit_error(cal: EncoderCalibration, runs: list[tuple[Run, int]]) -> float:
     for run, at in runs:
         pred = model_trajectory(cal, run)[at : at + STEP_AFTER_FRAMES]
         meas = run.sizes[at : at + STEP_AFTER_FRAMES]
-        errs.append(np.log(block_means(pred, FIT_BLOCK_FRAMES) / block_means(meas, FIT_BLOCK_FRAMES)))
+        errs.append(
+            np.log(block_means(pred, FIT_BLOCK_FRAMES) / block_means(meas, FIT_BLOCK_FRAMES))
+        )
     e = np.concatenate(errs)
     return float(np.sqrt(np.mean(e * e)))
 
@@ -612,7 +623,10 @@ def window_rate_error(pred: np.ndarray, meas: np.ndarray, start: int) -> dict[st
     p = block_means(pred[start:], FPS) * 8 * FPS
     m = block_means(meas[start:], FPS) * 8 * FPS
     rel = np.abs(p / m - 1.0)
-    return {"mean_abs_rel_error": round(float(rel.mean()), 4), "max_abs_rel_error": round(float(rel.max()), 4)}
+    return {
+        "mean_abs_rel_error": round(float(rel.mean()), 4),
+        "max_abs_rel_error": round(float(rel.max()), 4),
+    }
 
 
 def ramp_schedule(start_kbps: int, n_frames: int) -> dict[int, int]:
@@ -655,9 +669,7 @@ def calibrate_resolution(
     out["steady"] = steady
     floor_fig = min(steady, key=lambda f: f["target_bps"])
     out["floor_bps"] = floor_fig["achieved_bps"]
-    key_logs = [
-        math.log(r / f["keyframe_ratio"]) for f in steady for r in f["keyframe_ratios"]
-    ]
+    key_logs = [math.log(r / f["keyframe_ratio"]) for f in steady for r in f["keyframe_ratios"]]
     out["keyframe_log_sigma"] = round(float(np.std(key_logs)), 4)
 
     fit_runs: list[tuple[Run, int]] = []
@@ -665,7 +677,12 @@ def calibrate_resolution(
     step_pairs = STEPS_KBPS[key][:2] if quick else STEPS_KBPS[key]
     for a, b in step_pairs:
         run = encode_run(vpx, content, {0: a, STEP_AT_FRAME: b}, STEP_AT_FRAME + STEP_AFTER_FRAMES)
-        fig = {"kind": "step", "from_bps": a * 1000, "to_bps": b * 1000, **step_figures(run, STEP_AT_FRAME)}
+        fig = {
+            "kind": "step",
+            "from_bps": a * 1000,
+            "to_bps": b * 1000,
+            **step_figures(run, STEP_AT_FRAME),
+        }
         steps.append(fig)
         fit_runs.append((run, STEP_AT_FRAME))
         log(
@@ -673,7 +690,9 @@ def calibrate_resolution(
             f"trough x{fig['trough_ratio']}, excess {fig['excess_ms']} ms"
         )
     a, b = DEBT_KBPS[key]
-    run = encode_run(vpx, content, {0: a, DEBT_HOLD_FRAMES: b}, DEBT_HOLD_FRAMES + STEP_AFTER_FRAMES)
+    run = encode_run(
+        vpx, content, {0: a, DEBT_HOLD_FRAMES: b}, DEBT_HOLD_FRAMES + STEP_AFTER_FRAMES
+    )
     fig = {
         "kind": "after_floor",
         "from_bps": a * 1000,

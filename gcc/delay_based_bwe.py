@@ -11,8 +11,10 @@ mid-2024). Per report:
 
    * overusing, with an acknowledged rate: cut to ``0.85 * acked - 5 kbps`` at most once per RTT
      (sooner if the acked rate fell below half the estimate);
-   * overusing before any acknowledged rate exists: halve the estimate, at most every RTT
-     (200 ms by default), so a bad start rate cannot build a standing queue;
+   * overusing before any acknowledged rate exists: halve the estimate, so a bad start rate
+     cannot build a standing queue. libwebrtc's comment says "every 200 ms", but its check
+     compares ``estimate / 2 - 1 bps`` with half the estimate and so always passes: the
+     estimate halves on every report while the overuse lasts (reproduced here);
    * otherwise a probe result, if any, is imposed as the estimate; without one, AIMD increases
      or holds.
 
@@ -252,7 +254,7 @@ class DelayBasedBwe:
             elif rate_control.valid_estimate() and rate_control.initial_time_to_reduce_further(
                 at_us
             ):
-                # Overusing before any acknowledged rate: halve, at most once per RTT.
+                # Overusing before any acknowledged rate: halve (on every report, see above).
                 rate_control.set_estimate(rate_control.latest_estimate() // 2, at_us)
                 result.updated = True
                 result.probe = False

@@ -99,7 +99,7 @@ class InterArrivalDelta:
         elif cur.first_send_time_us > send_time_us:
             # Reordered: sent before the current group started.
             return False
-        elif self._new_timestamp_group(arrival_time_us, send_time_us):
+        elif self._new_timestamp_group(cur, arrival_time_us, send_time_us):
             prev = self._prev
             if prev.complete_time_us is not None:
                 send_delta_us = cur.send_time_us - prev.send_time_us
@@ -134,22 +134,20 @@ class InterArrivalDelta:
         cur.last_system_time_us = system_time_us
         return calculated_deltas
 
-    def _new_timestamp_group(self, arrival_time_us: int, send_time_us: int) -> bool:
-        # Called only with a non-empty, in-order current group.
-        cur = self._current
-        if self._belongs_to_burst(arrival_time_us, send_time_us):
+    def _new_timestamp_group(
+        self, cur: _SendTimeGroup, arrival_time_us: int, send_time_us: int
+    ) -> bool:
+        """Whether an in-order packet opens a new group: sent more than the group length after
+        the group's first packet, and not part of the current arrival burst."""
+        if send_time_us - cur.first_send_time_us <= self._send_time_group_length_us:
             return False
-        return send_time_us - cur.first_send_time_us > self._send_time_group_length_us
-
-    def _belongs_to_burst(self, arrival_time_us: int, send_time_us: int) -> bool:
-        cur = self._current
+        # BelongsToBurst (evaluated second here: it has no side effects and is rarely needed).
         send_delta_us = send_time_us - cur.send_time_us
         if send_delta_us == 0:
-            return True
+            return False
         arrival_delta_us = arrival_time_us - cur.complete_time_us
-        propagation_delta_us = arrival_delta_us - send_delta_us
-        return (
-            propagation_delta_us < 0
+        return not (
+            arrival_delta_us - send_delta_us < 0
             and arrival_delta_us <= BURST_DELTA_THRESHOLD_US
             and arrival_time_us - cur.first_arrival_us < MAX_BURST_DURATION_US
         )

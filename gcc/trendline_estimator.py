@@ -87,20 +87,19 @@ class TrendlineEstimatorSettings:
         return TrendlineEstimatorSettings(window, self.enable_sort, cap, begin, end, uncertainty)
 
 
-def linear_fit_slope(xs: deque[float], ys: deque[float]) -> float | None:
+def linear_fit_slope(xs: deque[int], ys: deque[float]) -> float | None:
     """Least-squares slope of the points, or None when all x are equal.
 
-    Summed in order with plain float additions, as libwebrtc does (``sum()`` on floats uses
-    compensated summation from Python 3.12 and would differ in the last bits).
+    Bit-identical to libwebrtc's two-pass double computation: the x values are whole
+    milliseconds, so their integer sum is the exact value of the double sum; the y values are
+    summed in order with plain float additions (``sum()`` on floats uses compensated summation
+    from Python 3.12 and would differ in the last bits).
     """
     n = len(xs)
-    sum_x = 0.0
+    x_avg = sum(xs) / n
     sum_y = 0.0
-    for x in xs:
-        sum_x += x
     for y in ys:
         sum_y += y
-    x_avg = sum_x / n
     y_avg = sum_y / n
     numerator = 0.0
     denominator = 0.0
@@ -141,7 +140,7 @@ class TrendlineEstimator:
         self._accumulated_delay_ms = 0.0
         self._smoothed_delay_ms = 0.0
         # The regression window as parallel deques (libwebrtc's deque of PacketTiming).
-        self._arrival_ms: deque[float] = deque()
+        self._arrival_ms: deque[int] = deque()
         self._smoothed_ms: deque[float] = deque()
         self._raw_delay_ms: deque[float] = deque()
         self._threshold = INITIAL_THRESHOLD
@@ -174,7 +173,10 @@ class TrendlineEstimator:
     ) -> None:
         """One new pair of group deltas: update the slope and the detector state."""
         delta_ms = recv_delta_ms - send_delta_ms
-        self._num_of_deltas = min(self._num_of_deltas + 1, DELTA_COUNTER_MAX)
+        num_of_deltas = self._num_of_deltas + 1
+        self._num_of_deltas = (
+            num_of_deltas if num_of_deltas < DELTA_COUNTER_MAX else DELTA_COUNTER_MAX
+        )
         if self._first_arrival_time_ms == -1:
             self._first_arrival_time_ms = arrival_time_ms
 
@@ -188,7 +190,8 @@ class TrendlineEstimator:
         xs = self._arrival_ms
         ys = self._smoothed_ms
         raws = self._raw_delay_ms
-        xs.append(float(arrival_time_ms - self._first_arrival_time_ms))
+        # Whole ms since the first delta (libwebrtc stores them as exact doubles).
+        xs.append(arrival_time_ms - self._first_arrival_time_ms)
         ys.append(self._smoothed_delay_ms)
         raws.append(self._accumulated_delay_ms)
         if settings.enable_sort:
@@ -236,7 +239,10 @@ class TrendlineEstimator:
         if self._num_of_deltas < 2:
             self._hypothesis = _NORMAL
             return
-        modified_trend = min(self._num_of_deltas, MIN_NUM_DELTAS) * trend * THRESHOLD_GAIN
+        num_of_deltas = self._num_of_deltas
+        if num_of_deltas > MIN_NUM_DELTAS:
+            num_of_deltas = MIN_NUM_DELTAS
+        modified_trend = num_of_deltas * trend * THRESHOLD_GAIN
         self._prev_modified_trend = modified_trend
         if modified_trend > self._threshold:
             if self._time_over_using_ms == -1:
@@ -273,9 +279,15 @@ class TrendlineEstimator:
             self._last_update_ms = now_ms
             return
         k = K_DOWN if abs_trend < self._threshold else K_UP
-        time_delta_ms = min(now_ms - self._last_update_ms, MAX_THRESHOLD_TIME_DELTA_MS)
+        time_delta_ms = now_ms - self._last_update_ms
+        if time_delta_ms > MAX_THRESHOLD_TIME_DELTA_MS:
+            time_delta_ms = MAX_THRESHOLD_TIME_DELTA_MS
         threshold = self._threshold + k * (abs_trend - self._threshold) * time_delta_ms
-        self._threshold = min(max(threshold, THRESHOLD_MIN), THRESHOLD_MAX)
+        if threshold < THRESHOLD_MIN:
+            threshold = THRESHOLD_MIN
+        elif threshold > THRESHOLD_MAX:
+            threshold = THRESHOLD_MAX
+        self._threshold = threshold
         self._last_update_ms = now_ms
 
     def state(self) -> BandwidthUsage:

@@ -216,6 +216,23 @@ def test_draining_queue_underuses_then_recovers() -> None:
     assert states[i] is BandwidthUsage.NORMAL
 
 
+def test_timeout_of_an_underusing_detector_counts_as_recovery() -> None:
+    """libwebrtc compares the new detector's state with the one from before the reset."""
+    bwe = DelayBasedBwe()
+    bwe.set_start_bitrate(2_000_000)
+    path = _BottleneckPath(capacity_bps=1_000_000)
+    results = _run(bwe, path, 2_000_000, 0, 1_000_000, acked_bitrate_bps=1_000_000)
+    results += _run(bwe, path, 500_000, 1_000_000, 600_000, acked_bitrate_bps=500_000)
+    last_at_us, last = results[-1]
+    assert last.delay_detector_state is BandwidthUsage.UNDERUSING
+    _, sends, arrivals, sizes = path.report(500_000, path.next_send_us + 30_000)
+    result = bwe.incoming_packet_feedback_vector(
+        sends, arrivals, sizes, 500_000, None, last_at_us + STREAM_TIMEOUT_US + 1
+    )
+    assert result.delay_detector_state is BandwidthUsage.NORMAL
+    assert result.recovered_from_overuse
+
+
 def test_receive_order_and_lost_packets() -> None:
     """Shuffled input with losses gives what the sorted, loss-free input gives."""
     path = _BottleneckPath(capacity_bps=1_000_000)
@@ -251,24 +268,13 @@ def test_receive_order_and_lost_packets() -> None:
     assert BandwidthUsage.OVERUSING in states
 
 
-def test_ties_in_arrival_are_ordered_by_send_time() -> None:
-    """Same arrival time, send times out of sequence order: sorted by send time first."""
-    a, b = DelayBasedBwe(), DelayBasedBwe()
-    sends = [0, 10_000, 6_000, 20_000, 30_000]
-    arrivals = [20_000, 40_000, 40_000, 50_000, 60_000]
-    sizes = [100, 200, 300, 400, 500]
-    ra = a.incoming_packet_feedback_vector(sends, arrivals, sizes, None, None, 70_000)
-    order = [0, 2, 1, 3, 4]
-    rb = b.incoming_packet_feedback_vector(
-        [sends[i] for i in order],
-        [arrivals[i] for i in order],
-        [sizes[i] for i in order],
-        None,
-        None,
-        70_000,
-    )
-    assert ra == rb
-    assert a._inter_arrival.packet_size_delta_bytes == b._inter_arrival.packet_size_delta_bytes
+def test_receive_order_breaks_arrival_ties_by_send_time() -> None:
+    """libwebrtc's ReceiveTimeOrder: arrival time, then send time, then sequence order."""
+    sends = [0, 10_000, 6_000, 20_000, 30_000, 30_000]
+    arrivals = [20_000, 40_000, 40_000, NOT_RECEIVED_US, 60_000, 60_000]
+    assert DelayBasedBwe._receive_order(sends, arrivals) == [0, 2, 1, 4, 5]
+    # Already in order: returned as is.
+    assert DelayBasedBwe._receive_order([0, 1, 2], [5, 5, 7]) == [0, 1, 2]
 
 
 def test_transport_feedback_entry_point_matches_lists() -> None:

@@ -54,7 +54,7 @@ class Trace:
         return self.opportunities_ms.size * BYTES_PER_OPPORTUNITY * 8 * 1000.0 / self.period_ms
 
     def capacity_bps(self, start_ms: int, end_ms: int) -> float:
-        """Capacity offered in [start_ms, end_ms), following the loop."""
+        """Capacity offered in (start_ms, end_ms], following the loop."""
         if end_ms <= start_ms:
             return 0.0
         return (

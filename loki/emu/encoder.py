@@ -1,4 +1,4 @@
-"""The video encoder as the emulator sees it: one frame size per call, calibrated on real libvpx VP8.
+"""The video encoder as the emulator sees it: one frame size per call, calibrated on libvpx VP8.
 
 The numbers come from ``bench/calibrate_vp8.py``, which drives libvpx VP8 with exactly the
 realtime CBR settings of aiortc's ``Vp8Encoder`` and writes ``loki/data/vp8_calibration.json``.
@@ -22,9 +22,12 @@ What the model reproduces, and where each piece comes from:
   (now larger) optimal buffer is filled, a cut target briefly overshoots, a keyframe is paid back
   by smaller frames, and a long spell below the floor leaves a debt that keeps the output at half
   the target for seconds after the target rises again.
-* Keyframes (measured): the first one after an open, later ones (periodic or requested) and the
-  frame after a keyframe are fixed multiples of the current mean frame, each interpolated over
-  the target.
+* Keyframes (measured): the first one after an open and later ones (periodic or requested) are
+  multiples of the current mean frame, and the frames that follow them are shaped by a measured
+  per-frame profile (above the floor libvpx pays a keyframe back with smaller frames; at the
+  floor the frames after it are larger, so a keyframe there costs about twice its own size).
+  Each is interpolated over the target. The profile already holds libvpx's payback, so the
+  buffer is charged only the net cost of keyframe plus profile, once, when the keyframe is made.
 * Reconfiguration: ``retarget="live"`` changes the target on the open encoder
   (``vpx_codec_enc_config_set``, as libwebrtc's ``LibvpxVp8Encoder::SetRates`` does);
   ``retarget="reopen"`` is aiortc 1.16: a target more than 10 % away from the rate the encoder
@@ -75,7 +78,10 @@ class EncoderCalibration:
     log_acf1: tuple[float, ...]
     keyframe_ratio: tuple[float, ...]
     first_keyframe_ratio: tuple[float, ...]
-    post_keyframe_ratio: tuple[float, ...]
+    #: Per target: sizes of the frames after a keyframe, relative to the mean frame.
+    post_keyframe_profile: tuple[tuple[float, ...], ...]
+    #: Per target: sizes of the frames after the opening keyframe, relative to the mean frame.
+    post_open_profile: tuple[tuple[float, ...], ...]
     keyframe_log_sigma: float
     floor_bps: float
     buffer_initial_s: float
@@ -94,10 +100,14 @@ class EncoderCalibration:
             self.log_acf1,
             self.keyframe_ratio,
             self.first_keyframe_ratio,
-            self.post_keyframe_ratio,
+            self.post_keyframe_profile,
+            self.post_open_profile,
         )
         if n < 2 or any(len(t) != n for t in tables):
             raise ValueError("EncoderCalibration: per-target tables must share a length >= 2")
+        for profiles in (self.post_keyframe_profile, self.post_open_profile):
+            if len({len(p) for p in profiles}) != 1:
+                raise ValueError("EncoderCalibration: profiles must share a length")
         if list(self.target_bps) != sorted(self.target_bps) or self.target_bps[0] <= 0:
             raise ValueError("EncoderCalibration: target_bps must be positive and sorted")
         if self.tau_up_ms <= 0 or self.tau_down_ms <= 0:
@@ -118,6 +128,9 @@ class EncoderCalibration:
         def col(name: str) -> tuple[float, ...]:
             return tuple(float(p[name]) for p in steady)
 
+        def profiles(name: str) -> tuple[tuple[float, ...], ...]:
+            return tuple(tuple(float(v) for v in p[name]) for p in steady)
+
         return cls(
             resolution=resolution,
             target_bps=col("target_bps"),
@@ -126,7 +139,8 @@ class EncoderCalibration:
             log_acf1=col("delta_log_acf1"),
             keyframe_ratio=col("keyframe_ratio"),
             first_keyframe_ratio=col("first_keyframe_ratio"),
-            post_keyframe_ratio=col("post_keyframe_ratio"),
+            post_keyframe_profile=profiles("post_keyframe_profile"),
+            post_open_profile=profiles("post_open_profile"),
             keyframe_log_sigma=float(res["keyframe_log_sigma"]),
             floor_bps=float(res["floor_bps"]),
             buffer_initial_s=float(rc["buffer_initial_ms"]) / 1000.0,
@@ -143,7 +157,7 @@ class EncoderCalibration:
         """The committed calibration (``loki/data/vp8_calibration.json``) for ``resolution``."""
         return _load_default(resolution)
 
-    def interpolate(self, target_bps: float) -> dict[str, float]:
+    def interpolate(self, target_bps: float) -> dict[str, Any]:
         """Every per-target figure at ``target_bps`` (log-linear; clamped at the table's ends).
 
         Above the table the achieved/target ratio of the top entry carries on; below it the
@@ -162,6 +176,9 @@ class EncoderCalibration:
         def at(table: tuple[float, ...]) -> float:
             return table[i] + w * (table[i + 1] - table[i])
 
+        def profile_at(table: tuple[tuple[float, ...], ...]) -> list[float]:
+            return [a + w * (b - a) for a, b in zip(table[i], table[i + 1], strict=True)]
+
         lo, hi = self.target_bps[0], self.target_bps[-1]
         if target_bps <= lo:
             achieved = self.achieved_bps[0]
@@ -176,7 +193,8 @@ class EncoderCalibration:
             "log_acf1": min(max(at(self.log_acf1), -0.99), 0.99),
             "keyframe_ratio": at(self.keyframe_ratio),
             "first_keyframe_ratio": at(self.first_keyframe_ratio),
-            "post_keyframe_ratio": at(self.post_keyframe_ratio),
+            "post_keyframe_profile": profile_at(self.post_keyframe_profile),
+            "post_open_profile": profile_at(self.post_open_profile),
         }
 
 
@@ -218,7 +236,7 @@ class VideoEncoderModel:
             raise ValueError(f"keyframe_interval_s must be >= 0, got {keyframe_interval_s}")
         if retarget not in ("live", "reopen"):
             raise ValueError(f"retarget must be 'live' or 'reopen', got {retarget!r}")
-        if initial_target_bps <= 0:
+        if not initial_target_bps > 0:
             raise ValueError(f"initial_target_bps must be > 0, got {initial_target_bps}")
         self.calibration = calibration or EncoderCalibration.load(resolution)
         cal = self.calibration
@@ -237,27 +255,28 @@ class VideoEncoderModel:
         self._under = cal.undershoot_pct / 100.0
         self._over = cal.overshoot_pct / 100.0
         self._key_sigma = cal.keyframe_log_sigma if noise else 0.0
-        # Cached first-order gains, keyed by the interval they were computed for.
+        # First-order gains, cached for the frame interval they were computed for.
         self._alpha_dt_ms = -1.0
         self._alpha_up = 0.0
         self._alpha_down = 0.0
 
-        self._requested_bps = float(initial_target_bps)
         self._open_bps = float(initial_target_bps)
         self._apply_target(self._open_bps)
         self._opened = False
         self._reopen_pending = False
         self._key_requested = False
-        self._after_key = False
         self._frames_since_key = 0
         self._last_ms: float | None = None
         self._buffer_bits = 0.0
         self._level_bps = self._achieved_bps
+        # Multipliers for the frames after a keyframe; consumed one per frame.
+        self._profile: list[float] = []
+        self._profile_pos = 0
 
     # -- the public calls ------------------------------------------------------------------
     @property
     def target_bps(self) -> float:
-        """The target the encoder is running at (in reopen mode, the rate it was opened with)."""
+        """The target the encoder runs at (in reopen mode, the rate it was last opened with)."""
         return self._open_bps
 
     @property
@@ -273,22 +292,21 @@ class VideoEncoderModel:
     def set_target(self, target_bps: float, at_ms: float) -> None:
         """The controller's new target; takes effect from the next encoded frame.
 
-        ``at_ms`` is accepted for the emulator's trace of events; the rate controller itself
-        reacts per frame, as libvpx does.
+        ``at_ms`` is part of the emulator's interface; the rate controller itself reacts per
+        frame, as libvpx does, so the time of the change does not enter the model.
         """
         del at_ms
         if not target_bps > 0:
             raise ValueError(f"target_bps must be > 0, got {target_bps}")
-        self._requested_bps = float(target_bps)
+        target_bps = float(target_bps)
         if self.retarget == "reopen":
-            if abs(self._requested_bps - self._open_bps) / self._open_bps > REOPEN_THRESHOLD:
-                self._open_bps = self._requested_bps
-                self._apply_target(self._open_bps)
-                if self._opened:
-                    self._reopen_pending = True
+            if abs(target_bps - self._open_bps) / self._open_bps > REOPEN_THRESHOLD:
+                self._open_bps = target_bps
+                self._apply_target(target_bps)
+                self._reopen_pending = self._opened
             return
-        self._open_bps = self._requested_bps
-        self._apply_target(self._open_bps)
+        self._open_bps = target_bps
+        self._apply_target(target_bps)
         if self._buffer_bits > self._max_bits:
             self._buffer_bits = self._max_bits
 
@@ -331,13 +349,13 @@ class VideoEncoderModel:
         if self._key_requested or (
             self._key_every_frames and self._frames_since_key >= self._key_every_frames
         ):
-            size = mean_bytes * self._key_ratio * self._key_noise()
-            return self._emit(size, True)
+            return self._keyframe(mean_bytes, self._key_ratio, self._post_key_profile)
         size = mean_bytes * self._delta_noise()
-        if self._after_key:
-            size *= self._post_key_ratio
-            self._after_key = False
-        return self._emit(size, False)
+        shape = 1.0
+        if self._profile_pos < len(self._profile):
+            shape = self._profile[self._profile_pos]
+            self._profile_pos += 1
+        return self._emit(size * shape, size)
 
     # -- internals -------------------------------------------------------------------------
     def _apply_target(self, target_bps: float) -> None:
@@ -354,7 +372,8 @@ class VideoEncoderModel:
         self._half_var = 0.5 * self._sigma * self._sigma
         self._key_ratio = fig["keyframe_ratio"]
         self._first_key_ratio = fig["first_keyframe_ratio"]
-        self._post_key_ratio = fig["post_keyframe_ratio"]
+        self._post_key_profile = fig["post_keyframe_profile"]
+        self._post_open_profile = fig["post_open_profile"]
         self._optimal_bits = cal.buffer_optimal_s * target_bps
         self._max_bits = cal.buffer_max_s * target_bps
 
@@ -366,18 +385,30 @@ class VideoEncoderModel:
         self._buffer_bits = self.calibration.buffer_initial_s * self._open_bps
         self._level_bps = self._achieved_bps
         self._z = 0.0
-        size = self._achieved_bps / (8.0 * self.fps) * self._first_key_ratio
-        return self._emit(size * self._key_noise(), True)
+        mean_bytes = self._achieved_bps / (8.0 * self.fps)
+        return self._keyframe(mean_bytes, self._first_key_ratio, self._post_open_profile)
 
-    def _emit(self, size: float, is_key: bool) -> tuple[int, bool]:
-        if is_key:
-            self._key_requested = False
-            self._frames_since_key = 0
-            self._after_key = True
+    def _keyframe(self, mean_bytes: float, ratio: float, profile: list[float]) -> tuple[int, bool]:
+        """Emit a keyframe and arm the profile of the frames after it.
+
+        The buffer is charged the net extra of keyframe plus profile now; the keyframe and the
+        profiled frames are then accounted as ordinary frames, so the payback already in the
+        measured profile is not paid a second time by the rate controller.
+        """
+        extra = ratio - 1.0 + sum(profile) - len(profile)
+        self._buffer_bits -= 8.0 * mean_bytes * extra
+        self._profile = profile
+        self._profile_pos = 0
+        self._key_requested = False
+        self._frames_since_key = 0
+        return self._emit(mean_bytes * ratio * self._key_noise(), mean_bytes, True)
+
+    def _emit(self, size: float, charged: float, is_key: bool = False) -> tuple[int, bool]:
+        """Round and bound the size; settle the buffer with ``charged`` bytes."""
         size_bytes = int(size + 0.5)
         if size_bytes < MIN_FRAME_BYTES:
             size_bytes = MIN_FRAME_BYTES
-        balance = self._buffer_bits + self._drain_bits_per_frame - 8.0 * size_bytes
+        balance = self._buffer_bits + self._drain_bits_per_frame - 8.0 * charged
         self._buffer_bits = balance if balance < self._max_bits else self._max_bits
         return size_bytes, is_key
 
