@@ -58,7 +58,6 @@ def _add_link_args(p: argparse.ArgumentParser) -> None:
 def _load_link_trace(args: argparse.Namespace):
     from traces.builtin import DEFAULT_BUILTIN, get_builtin
     from traces.load import load_trace
-
     from traces.trace import TraceError
 
     try:
@@ -175,7 +174,11 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
-    from loki.emu.cbr import run_cbr
+    """The raw constant-bit-rate source: validates the link against mahimahi's figures."""
+    import numpy as np
+
+    from loki.emu.cbr import IP_UDP_HEADER_BYTES, run_cbr
+    from loki.emu.session import make_uplink
 
     spec = args.source
     parts = spec.split(":")
@@ -184,26 +187,41 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
             raise ValueError
         kbps = float(parts[1])
         packet_bytes = int(parts[2]) if len(parts) == 3 else 1500
-        if kbps <= 0 or not 29 <= packet_bytes <= 1500:
+        if not 0 < kbps < float("inf") or not IP_UDP_HEADER_BYTES < packet_bytes <= 1500:
             raise ValueError
     except ValueError:
         raise CliError(
-            f"--source expects cbr:KBPS[:PACKET_BYTES] with KBPS > 0 and 29 <= PACKET_BYTES <= "
-            f"1500 (IP size), got {spec!r}"
+            f"--source expects cbr:KBPS[:PACKET_BYTES] with KBPS > 0 and {IP_UDP_HEADER_BYTES} < "
+            f"PACKET_BYTES <= 1500 (IP size), got {spec!r}"
         ) from None
-    summary = run_cbr(
-        link,
-        rate_bps=kbps * 1000,
-        packet_bytes=packet_bytes,
-        duration_s=duration_s,
-        seed=args.seed,
-        packet_log=args.packet_log,
+    log = run_cbr(
+        make_uplink(link, seed=args.seed),
+        rate_bps=round(kbps * 1000),
+        duration_ms=round(duration_s * 1000),
+        payload_bytes=packet_bytes - IP_UDP_HEADER_BYTES,
     )
+    if args.packet_log:
+        tmp = args.packet_log.with_name(args.packet_log.name + ".tmp")
+        log.write_csv(tmp)
+        tmp.replace(args.packet_log)
+    owd = log.one_way_delay_ms()
+    summary = {
+        "source": spec,
+        "trace": link.trace.name,
+        "duration_s": duration_s,
+        "packets": int(log.send_us.size),
+        "goodput_mbps": log.goodput_bps() / 1e6,
+        "loss_rate": log.loss_fraction(),
+        "delay_min_ms": float(owd.min()) if owd.size else None,
+        "delay_p50_ms": float(np.percentile(owd, 50)) if owd.size else None,
+        "delay_p95_ms": float(np.percentile(owd, 95)) if owd.size else None,
+        "delay_max_ms": float(owd.max()) if owd.size else None,
+    }
     if args.json:
         print(json.dumps(summary))
     else:
         for k, v in summary.items():
-            print(f"{k:>24}: {v}")
+            print(f"{k:>14}: {v:.4f}" if isinstance(v, float) else f"{k:>14}: {v}")
     return 0
 
 

@@ -25,6 +25,8 @@ import numpy as np
 FREEZE_WINDOW_FRAMES = 30
 FREEZE_MIN_EXTRA_MS = 150.0
 MMSYS21_DELAY_CAP_MS = 400.0
+#: Start-up time before the first rendered frame that is not counted as stalled.
+STARTUP_GRACE_MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,16 @@ def session_freezes(
 
     A receiver that renders nothing for the last seconds of a session is stalled even though no
     later frame closes the gap, so the trailing gap up to ``end_ms`` is judged by the same rule.
-    Time before the first frame counts as a freeze once it exceeds the rule's threshold for a
-    nominal 30 fps stream (150 ms + one frame); a session that renders nothing is one freeze.
+    Chromium counts nothing before the first frame; a first keyframe legitimately takes a few
+    hundred ms, but a stream that shows nothing for seconds is stalled, so start-up time beyond
+    :data:`STARTUP_GRACE_MS` counts as one freeze. A session that renders nothing is one freeze.
     """
     if len(render_ms) == 0:
         return [(start_ms, end_ms - start_ms)]
     out: list[tuple[float, float]] = []
     lead = render_ms[0] - start_ms
-    if lead > FREEZE_MIN_EXTRA_MS + 1000.0 / 30:
-        out.append((start_ms, lead))
+    if lead > STARTUP_GRACE_MS:
+        out.append((start_ms + STARTUP_GRACE_MS, lead - STARTUP_GRACE_MS))
     out.extend(find_freezes([*render_ms, end_ms]))
     return out
 

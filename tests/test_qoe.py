@@ -30,12 +30,16 @@ def test_threshold_is_three_frames_at_low_frame_rate():
     assert len(find_freezes([*r, r[-1] + 610])) == 1
 
 
-def test_trailing_gap_and_startup_count_as_stall():
-    r = frames(500, 60)  # starts 500 ms late, stops at 500 + 59 * 33.3 = 2466 ms
+def test_trailing_gap_and_slow_startup_count_as_stall():
+    r = frames(1500, 60)  # starts 1.5 s late, stops at 1500 + 59 * 33.3 = 3466 ms
     fr = session_freezes(r, 0.0, 5000.0)
-    assert fr[0] == (0.0, 500.0)
+    assert fr[0] == (1000.0, 500.0)  # start-up beyond the 1 s grace
     assert fr[-1][1] == pytest.approx(5000.0 - r[-1])
     assert len(fr) == 2
+
+
+def test_startup_within_grace_is_not_a_stall():
+    assert session_freezes(frames(800, 60), 0.0, 800 + 60 * 1000 / 30) == []
 
 
 def test_nothing_rendered_is_one_full_stall():

@@ -228,7 +228,10 @@ class Link:
         self._next_ms = self._base_ms + ops[pos]
         self._tail_ms = exit_ms
         if waiting is not None:
-            self._note_waiting(start_ms, charge)
+            waiting.append(start_ms)
+            if self._waiting_charge_bytes is not None:
+                self._waiting_charge_bytes.append(charge)
+                self._bytes_waiting += charge
         return exit_ms
 
     def _note_waiting(self, start_ms: int, charge_bytes: int) -> None:

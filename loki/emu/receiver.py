@@ -11,8 +11,12 @@ Behaviour follows libwebrtc's receive side where it shapes stalls and delays:
   complete and is a keyframe, or when its predecessor was decoded (VP8 without temporal layers
   references the previous frame). A complete keyframe makes older frames obsolete.
   Frames render as soon as they are decodable (minimum playout delay).
-* ``VideoReceiveStream2``: with frames waiting but none decodable for
-  :data:`KEYFRAME_WAIT_US`, ask for a keyframe (PLI), again every :data:`KEYFRAME_WAIT_US`.
+* ``VideoReceiveStream2``: with no decodable frame for :data:`MAX_WAIT_FOR_FRAME_US` (3 s),
+  or once NACK gave up on a packet, a keyframe is required: ask for one (PLI), and again every
+  :data:`KEYFRAME_WAIT_US` until one decodes — but not while packets of a keyframe are arriving
+  (``IsReceivingKeyFrame``), so a keyframe stuck in a long queue does not trigger a storm of
+  further keyframes. A decoded keyframe clears older entries from the NACK list
+  (``NackRequester::ClearUpTo``).
 
 Frame metadata (packets per frame, keyframe flag, capture time) is read from the sender's
 tables; in a real receiver it comes from RTP headers and the payload descriptor.
@@ -23,6 +27,7 @@ from __future__ import annotations
 MAX_NACK_RETRIES = 10
 DEFAULT_RTT_US = 100_000
 KEYFRAME_WAIT_US = 200_000
+MAX_WAIT_FOR_FRAME_US = 3_000_000
 #: A NACK list longer than this is given up for a keyframe (libwebrtc kMaxNackPackets).
 MAX_NACK_PACKETS = 1_000
 
@@ -35,12 +40,15 @@ class Receiver:
         "_fb_next_seq",
         "_frame_bytes",
         "_frame_capture_us",
+        "_frame_first_rtp",
         "_frame_is_key",
         "_frame_npkts",
         "_frames_got",
         "_highest_rtp",
+        "_keyframe_required",
         "_last_decode_us",
         "_last_decoded",
+        "_last_keyframe_packet_us",
         "_last_pli_us",
         "_max_frame_seen",
         "_nack",
@@ -58,12 +66,16 @@ class Receiver:
         frame_is_key: list[bool],
         frame_capture_us: list[int],
         frame_bytes: list[int],
+        frame_first_rtp: list[int],
     ) -> None:
         # Sender-side frame tables, shared (read-only here).
         self._frame_npkts = frame_npkts
         self._frame_is_key = frame_is_key
         self._frame_capture_us = frame_capture_us
         self._frame_bytes = frame_bytes
+        self._frame_first_rtp = frame_first_rtp
+        self._keyframe_required = False
+        self._last_keyframe_packet_us = -MAX_WAIT_FOR_FRAME_US
         self._frames_got: dict[int, int] = {}
         self._highest_rtp = -1
         self._nack: dict[int, list[int]] = {}  # rtp_seq -> [last_sent_us, retries]
@@ -82,9 +94,19 @@ class Receiver:
 
     # -- packets -------------------------------------------------------------------------
     def on_packet(
-        self, seq: int, rtp_seq: int, frame_id: int, arrival_us: int, nacks: list[int]
+        self,
+        seq: int,
+        rtp_seq: int,
+        frame_id: int,
+        arrival_us: int,
+        nacks: list[int],
+        is_rtx: bool = False,
     ) -> bool:
         """Take one arriving packet; append newly missing RTP seqs to ``nacks``.
+
+        Retransmissions (RTX in libwebrtc) complete frames but do not count as received in the
+        receiver report, as ``RtpVideoStreamReceiver2`` keeps recovered packets out of the
+        media stream's statistics: RR loss is the network's loss, not the residual loss.
 
         Returns True when a frame was rendered (the caller may then check for keyframe needs).
         """
@@ -100,9 +122,12 @@ class Receiver:
             self._highest_rtp = rtp_seq
         elif self._nack.pop(rtp_seq, None) is None:
             return False  # a duplicate, or a packet recovery had already given up on
-        self._rr_received += 1
+        if not is_rtx:
+            self._rr_received += 1
         if frame_id <= self._last_decoded:
             return False
+        if self._frame_is_key[frame_id]:
+            self._last_keyframe_packet_us = arrival_us
         got = self._frames_got.get(frame_id, 0) + 1
         self._frames_got[frame_id] = got
         if frame_id > self._max_frame_seen:
@@ -135,6 +160,11 @@ class Receiver:
 
     def _render(self, frame_id: int, now_us: int) -> None:
         self._frames_got.pop(frame_id, None)
+        if self._frame_is_key[frame_id]:
+            self._keyframe_required = False
+            first = self._frame_first_rtp[frame_id]
+            for s in [s for s in self._nack if s < first]:
+                del self._nack[s]
         self._last_decoded = frame_id
         self._last_decode_us = now_us
         self.render_ms.append(now_us / 1000.0)
@@ -161,17 +191,20 @@ class Receiver:
         return due, give_up
 
     def wants_keyframe(self, now_us: int, nack_gave_up: bool) -> bool:
-        """PLI policy: stuck with frames waiting, or NACK gave up; at most once per wait."""
+        """PLI policy of ``VideoReceiveStream2`` (see the module docstring)."""
+        if nack_gave_up:
+            self._keyframe_required = True
+        waiting = now_us - self._last_decode_us
+        if not self._keyframe_required:
+            if waiting < MAX_WAIT_FOR_FRAME_US or self._max_frame_seen < 0:
+                return False
+            self._keyframe_required = True
         if now_us - self._last_pli_us < KEYFRAME_WAIT_US:
             return False
-        stuck = (
-            self._max_frame_seen > self._last_decoded
-            and now_us - self._last_decode_us >= KEYFRAME_WAIT_US
-        )
-        if stuck or nack_gave_up:
-            self._last_pli_us = now_us
-            return True
-        return False
+        if now_us - self._last_keyframe_packet_us < KEYFRAME_WAIT_US:
+            return False  # a keyframe is arriving
+        self._last_pli_us = now_us
+        return True
 
     def take_feedback(self) -> tuple[list[int], list[int]]:
         """Transport-wide feedback: every seq since the last report, arrival us or -1.

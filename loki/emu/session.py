@@ -149,6 +149,7 @@ class Session:
         self.size_bytes: list[int] = []
         self.probe_id: list[int] = []
         self.pkt_rtp: list[int] = []
+        self.pkt_rtx: list[bool] = []
         self.arrival_us: list[int] = []  # -1 lost
         # RTP packet tables, indexed by RTP sequence number.
         self._rtp_size: list[int] = []
@@ -160,8 +161,13 @@ class Session:
         self.frame_is_key: list[bool] = []
         self.frame_capture_us: list[int] = []
         self.frame_bytes: list[int] = []
+        self.frame_first_rtp: list[int] = []
         self.receiver = Receiver(
-            self.frame_npkts, self.frame_is_key, self.frame_capture_us, self.frame_bytes
+            self.frame_npkts,
+            self.frame_is_key,
+            self.frame_capture_us,
+            self.frame_bytes,
+            self.frame_first_rtp,
         )
         self._pending: deque[tuple[int, int]] = deque()  # (arrival_us, seq)
         self._events: list[tuple[int, int, int, object]] = []
@@ -219,6 +225,7 @@ class Session:
         self.size_bytes.append(size)
         self.probe_id.append(probe)
         self.pkt_rtp.append(rtp_seq)
+        self.pkt_rtx.append(rtp_seq >= 0 and self._rtp_last_tx_us[rtp_seq] >= 0)
         arrival_ms = self._uplink.send(now_us // 1000, size)
         if arrival_ms < 0:
             self.arrival_us.append(-1)
@@ -237,6 +244,7 @@ class Session:
         self.frame_is_key.append(bool(is_key))
         self.frame_capture_us.append(now_us)
         self.frame_bytes.append(size)
+        self.frame_first_rtp.append(len(self._rtp_size))
         base, extra = divmod(size, n)
         for i in range(n):
             payload = base + (1 if i < extra else 0)
@@ -282,11 +290,12 @@ class Session:
         rx = self.receiver
         nacks: list[int] = []
         pkt_rtp = self.pkt_rtp
+        pkt_rtx = self.pkt_rtx
         rtp_frame = self._rtp_frame
         while pending and pending[0][0] <= until_us:
             arr, seq = pending.popleft()
             r = pkt_rtp[seq]
-            rx.on_packet(seq, r, rtp_frame[r] if r >= 0 else -1, arr, nacks)
+            rx.on_packet(seq, r, rtp_frame[r] if r >= 0 else -1, arr, nacks, pkt_rtx[seq])
             if nacks:
                 self._push(arr + self._delay_us, NACK_RX, nacks)
                 nacks = []

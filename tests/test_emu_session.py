@@ -1,0 +1,123 @@
+"""The emulated session end to end: feedback, NACK, PLI, accounting, determinism."""
+
+import numpy as np
+import pytest
+
+from loki.controllers import make_controller
+from loki.emu.session import (
+    MAX_RTP_PAYLOAD_BYTES,
+    PACKET_OVERHEAD_BYTES,
+    LinkConfig,
+    Session,
+    SessionConfig,
+)
+from traces.generators import constant, steps
+
+
+def session(trace, controller="fixed:1500", duration_s=20.0, seed=0, **link):
+    return Session(
+        make_controller(controller, trace=trace),
+        LinkConfig(trace, **link),
+        SessionConfig(duration_s=duration_s, seed=seed),
+    )
+
+
+def rtx_count(s: Session) -> int:
+    return int(sum(s.pkt_rtx))
+
+
+def test_clean_link_renders_every_frame_smoothly():
+    s = session(constant(4e6, 20_000))
+    q = s.run().qoe
+    assert q.stall_rate == 0.0
+    assert q.frames_rendered >= q.frames_sent - 2  # the last frames may be in flight
+    assert q.loss_rate == 0.0
+    assert 1300 < q.bitrate_kbps < 1600  # the encoder follows 1.5 Mbps less overhead
+    assert rtx_count(s) == 0
+
+
+def test_packets_respect_the_rtp_payload_limit():
+    s = session(constant(4e6, 5_000), duration_s=5)
+    s.run()
+    media = [sz for sz, r in zip(s.size_bytes, s.pkt_rtp, strict=True) if r >= 0]
+    assert max(media) <= MAX_RTP_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES
+
+
+def test_feedback_every_interval_drives_one_decision():
+    trace = constant(4e6, 10_000)
+    for interval_ms in (50, 100, 200):
+        s = Session(
+            make_controller("fixed:1000"),
+            LinkConfig(trace),
+            SessionConfig(duration_s=10, feedback_interval_ms=interval_ms),
+        )
+        s.run()
+        assert len(s.decisions) == pytest.approx(10_000 / interval_ms, abs=2)
+
+
+def test_random_loss_is_recovered_by_nack():
+    s = session(constant(4e6, 30_000), duration_s=30, loss=0.02, delay_ms=20)
+    q = s.run().qoe
+    assert q.loss_rate == pytest.approx(0.02, abs=0.006)
+    assert rtx_count(s) >= 0.8 * q.loss_rate * len(s.send_us)
+    assert q.stall_rate < 0.01
+    assert q.frames_rendered >= 0.98 * q.frames_sent
+
+
+def test_loss_rate_counts_link_drops():
+    # 2.5 Mbps offered into 2 Mbps with a 20-packet queue: the link must drop.
+    s = session(constant(2e6, 10_000), controller="fixed:2500", duration_s=10, queue_packets=20)
+    q = s.run().qoe
+    arr = np.asarray(s.arrival_us)
+    # Packets still in flight at the end are left out of the QoE figure only.
+    assert q.loss_rate == pytest.approx(float(np.mean(arr < 0)), abs=5e-3)
+    assert q.loss_rate > 0.05
+
+
+def test_unrecoverable_loss_asks_for_a_keyframe_and_recovers(monkeypatch):
+    s = session(constant(4e6, 20_000), duration_s=20, loss=0.01)
+    monkeypatch.setattr(s, "_on_nack", lambda seqs, now_us: None)  # the sender ignores NACKs
+    q = s.run().qoe
+    keyframes = [i for i, k in enumerate(s.frame_is_key) if k]
+    assert len(keyframes) >= 2  # the first frame, then at least one on PLI
+    # Rendering goes on after the requested keyframe.
+    last_key_ms = s.frame_capture_us[keyframes[-1]] / 1000
+    assert max(s.receiver.render_ms) > last_key_ms
+    assert q.stall_rate > 0.0
+
+
+def test_outage_freezes_the_video():
+    trace = steps([(8_000, 3e6), (3_000, 0.0), (9_000, 3e6)])
+    q = session(trace, controller="gcc", duration_s=20).run().qoe
+    assert q.freezes >= 1
+    assert 0.1 < q.stall_rate < 0.4
+
+
+def test_same_seed_same_session_other_seed_other_session():
+    trace = constant(3e6, 10_000)
+    a = session(trace, controller="gcc", duration_s=10, seed=3, loss=0.03).run()
+    b = session(trace, controller="gcc", duration_s=10, seed=3, loss=0.03).run()
+    c = session(trace, controller="gcc", duration_s=10, seed=4, loss=0.03).run()
+    assert a.qoe == b.qoe
+    for k in a.timeline:
+        assert np.array_equal(a.timeline[k], b.timeline[k], equal_nan=True)
+    assert a.qoe != c.qoe
+
+
+def test_trace_shorter_than_session_loops():
+    trace = constant(3e6, 2_000)  # a 2 s trace, 10 s session
+    q = session(trace, duration_s=10).run().qoe
+    assert q.stall_rate == 0.0
+    assert q.capacity_kbps == pytest.approx(3000 * 1504 / 1500, rel=0.01)
+
+
+def test_bad_link_settings_are_refused():
+    trace = constant(1e6, 1_000)
+    with pytest.raises(ValueError):
+        LinkConfig(trace, delay_ms=-1)
+    with pytest.raises(ValueError):
+        LinkConfig(trace, loss=1.0)
+    with pytest.raises(ValueError):
+        LinkConfig(trace, queue_packets=10, queue_bytes=1000)
+    with pytest.raises(ValueError):
+        SessionConfig(duration_s=0)
