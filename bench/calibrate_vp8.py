@@ -667,8 +667,9 @@ def calibrate_resolution(
             f"(first x{fig['first_keyframe_ratio']:.1f}), {fig['encode_fps']:.0f} fps"
         )
     out["steady"] = steady
-    floor_fig = min(steady, key=lambda f: f["target_bps"])
-    out["floor_bps"] = floor_fig["achieved_bps"]
+    # The lowest rate libvpx produced at any target: with the quantizer at qmax it cannot go
+    # lower, and the floor probe (a target far below) measures exactly that.
+    out["floor_bps"] = min(f["achieved_bps"] for f in steady)
     key_logs = [math.log(r / f["keyframe_ratio"]) for f in steady for r in f["keyframe_ratios"]]
     out["keyframe_log_sigma"] = round(float(np.std(key_logs)), 4)
 

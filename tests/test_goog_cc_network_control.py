@@ -24,13 +24,13 @@ def run(trace, duration_s, queue_packets=None, loss=0.0, controller=None, seed=0
 
 
 def test_initial_probing_leaves_start_rate_within_a_second():
-    s, _, d = run(constant(5e6, 10_000), 3)
+    _s, _, d = run(constant(5e6, 10_000), 3)
     # Start 300 kbps; probes at 900 kbps and 1.8 Mbps are answered within ~1 s.
     assert d[d[:, 0] <= 1.0][:, 1].max() >= 900_000
 
 
 def test_steady_link_converges_near_capacity():
-    s, res, d = run(constant(3e6, 60_000), 60, queue_packets=200)
+    _s, res, d = run(constant(3e6, 60_000), 60, queue_packets=200)
     late = d[d[:, 0] >= 20.0][:, 1]
     assert 0.75 * 3e6 <= late.mean() <= 1.05 * 3e6
     assert res.qoe.utilization > 0.75
@@ -40,7 +40,7 @@ def test_steady_link_converges_near_capacity():
 
 def test_capacity_halving_is_followed_quickly():
     trace = steps([(30_000, 4e6), (30_000, 2e6)])
-    s, res, d = run(trace, 45, queue_packets=100)
+    _s, _res, d = run(trace, 45, queue_packets=100)
     after = d[d[:, 0] >= 30.0]
     # The first decrease comes within 500 ms of the drop (queue builds from 30.0 s) ...
     before = d[(d[:, 0] > 29.0) & (d[:, 0] < 30.0)][:, 1].max()
@@ -68,13 +68,13 @@ def test_light_random_loss_does_not_limit():
 
 def test_feedback_only_mode_runs_closed_loop():
     ctl = GoogCcNetworkController(gcc_config=GoogCcConfig(feedback_only=True))
-    _, res, d = run(constant(3e6, 30_000), 30, queue_packets=200, controller=ctl)
+    _, _res, d = run(constant(3e6, 30_000), 30, queue_packets=200, controller=ctl)
     assert 0.7 * 3e6 <= d[d[:, 0] >= 15][:, 1].mean() <= 1.05 * 3e6
 
 
 def test_bayesian_acknowledged_rate_option_runs_closed_loop():
     ctl = GoogCcNetworkController(gcc_config=GoogCcConfig(use_robust_throughput_estimator=False))
-    _, res, d = run(constant(3e6, 30_000), 30, queue_packets=200, controller=ctl)
+    _, _res, d = run(constant(3e6, 30_000), 30, queue_packets=200, controller=ctl)
     assert 0.7 * 3e6 <= d[d[:, 0] >= 15][:, 1].mean() <= 1.05 * 3e6
 
 
