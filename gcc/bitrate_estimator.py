@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gcc.rate_units import BIT_US_PER_BYTE_S, US_PER_MS, f32
+from gcc.units import BIT_US_PER_BYTE_S, US_PER_MS, f32
 
 INITIAL_RATE_WINDOW_MS = 500
 RATE_WINDOW_MS = 150

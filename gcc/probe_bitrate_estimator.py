@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from gcc.rate_units import BIT_US_PER_BYTE_S, F32_0_9, F32_0_95, llround
+from gcc.units import BIT_US_PER_BYTE_S, F32_0_9, F32_0_95, llround
 
 #: Fractions of the cluster's requested probes and bytes that must have feedback.
 MIN_RECEIVED_PROBES_RATIO = 0.80

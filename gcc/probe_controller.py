@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from gcc.rate_units import scale_rate
+from gcc.units import scale_rate
 from loki.api import ProbeCluster
 
 #: Waiting for a probe result ends this long after the last probe was initiated.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import sub
 
-from gcc.rate_units import BIT_US_PER_BYTE_S
+from gcc.units import BIT_US_PER_BYTE_S
 
 #: A packet arriving this much earlier than the newest one means the receiver clock jumped.
 MAX_REORDERING_US = 1_000_000

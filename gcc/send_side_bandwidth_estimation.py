@@ -32,7 +32,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from gcc.rate_units import F32_0_02, F32_0_1, scale_rate
+from gcc.units import F32_0_02, F32_0_1, scale_rate
 
 #: The history window for the "lowest target of the last second" increase base.
 BWE_INCREASE_INTERVAL_US = 1_000_000

@@ -86,6 +86,23 @@ def transfer_time_us(size_bytes: int, rate_bps: int) -> int:
     return size_bytes * BIT_US_PER_BYTE_S // rate_bps
 
 
+def scale_rate(rate_bps: int, factor: float) -> int:
+    """``DataRate * double``: the product rounded half away from zero."""
+    return llround(rate_bps * factor)
+
+
 def f32(value: float) -> float:
-    """The double a C++ ``float`` literal widens to (``0.4f`` is not ``0.4``)."""
+    """Round a double to the nearest float32 (libwebrtc's ``float`` arithmetic).
+
+    The double a C++ ``float`` literal widens to (``0.4f`` is not ``0.4``). For ``+ - * /`` of
+    float32 operands, computing in double and rounding once to float32 gives the correctly
+    rounded float32 result (double has more than twice float32's precision).
+    """
     return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+
+
+#: float32 constants as the doubles they widen to (``0.9f`` is not ``0.9``).
+F32_0_02 = f32(0.02)
+F32_0_1 = f32(0.1)
+F32_0_9 = f32(0.9)
+F32_0_95 = f32(0.95)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gcc.probe_bitrate_estimator import ProbeBitrateEstimator
-from gcc.rate_units import F32_0_95
+from gcc.units import F32_0_95
 
 DEFAULT_MIN_PROBES = 5
 DEFAULT_MIN_BYTES = 5000

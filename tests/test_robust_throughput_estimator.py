@@ -12,11 +12,11 @@ import pytest
 
 from gcc.acknowledged_bitrate_estimator import AcknowledgedBitrateEstimator
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
-from gcc.rate_units import transfer_time_us
 from gcc.robust_throughput_estimator import (
     RobustThroughputEstimator,
     RobustThroughputEstimatorSettings,
 )
+from gcc.units import transfer_time_us
 
 PACKET_BYTES = 1000
 

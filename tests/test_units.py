@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gcc.rate_units import (
+from gcc.units import (
     F32_0_9,
     f32,
     llround,
     rate_bps,
     scale_rate,
-    size_bytes_at,
+    size_at_rate_bytes,
+    timestamp_ms,
     transfer_time_us,
-    us_to_ms,
 )
 
 
@@ -37,12 +37,12 @@ def test_rate_and_time_divisions_truncate() -> None:
 
 
 def test_size_at_rate_rounds_to_nearest_byte() -> None:
-    assert size_bytes_at(1800, 15_000) == 3  # 3.375 B
-    assert size_bytes_at(300_000, 15_000) == 563  # 562.5 B rounds up
+    assert size_at_rate_bytes(1800, 15_000) == 3  # 3.375 B
+    assert size_at_rate_bytes(300_000, 15_000) == 563  # 562.5 B rounds up
 
 
 def test_timestamp_ms_rounds_halves_up() -> None:
-    assert [us_to_ms(v) for v in (1499, 1500, 1501, -1500, -1501)] == [1, 2, 2, -1, -2]
+    assert [timestamp_ms(v) for v in (1499, 1500, 1501, -1500, -1501)] == [1, 2, 2, -1, -2]
 
 
 def test_f32_matches_numpy_float32() -> None:
