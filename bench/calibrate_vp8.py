@@ -559,21 +559,39 @@ def steady_figures(run: Run, target_kbps: int) -> dict[str, Any]:
     }
 
 
-def step_figures(run: Run, at: int) -> dict[str, Any]:
+def provisional_calibration(res: dict[str, Any], key: str) -> EncoderCalibration:
+    """The model's calibration from the figures so far (time constants not yet fitted)."""
+    data = {
+        "rc_settings": RC_SETTINGS,
+        "resolutions": {key: {**res, "model": {"tau_up_ms": 1.0, "tau_down_ms": 1.0}}},
+    }
+    return EncoderCalibration.from_dict(data, key)
+
+
+def step_figures(run: Run, at: int, steady_bps: float) -> dict[str, Any]:
+    """The response to the target change at frame ``at``, against the new steady rate.
+
+    ``settle_ms`` is when the 15-frame centred mean last leaves +-15 % of the steady rate the
+    new target gives (None if it has not settled by the end of the run); ``excess_ms`` is the
+    bytes sent over (or, negative, under) that rate, in ms of it; ``first_order_tau_ms`` the
+    time constant of the first-order lag with the same excess.
+    """
     s = run.sizes
     old = float(s[at - TAIL_FRAMES : at].mean())
     post = s[at : at + STEP_AFTER_FRAMES]
-    new = float(post[-TAIL_FRAMES:].mean())
+    new = steady_bps / 8 / FPS
     k = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
     ma = np.convolve(post, k, "valid") / new  # ma[j] is centred on post frame j + 7
     outside = np.nonzero(np.abs(ma - 1.0) > SETTLE_BAND)[0]
+    settled = len(outside) == 0 or outside[-1] < len(ma) - 1
     settle_frames = 0 if len(outside) == 0 else int(outside[-1] + 1 + SMOOTH_FRAMES // 2)
     excess_ms = float((post - new).sum() / new * FRAME_MS)
     change = old / new - 1.0
     return {
         "before_bps": round(old * 8 * FPS),
-        "after_bps": round(new * 8 * FPS),
-        "settle_ms": round(settle_frames * FRAME_MS),
+        "steady_bps": round(steady_bps),
+        "tail_bps": round(float(post[-TAIL_FRAMES:].mean()) * 8 * FPS),
+        "settle_ms": round(settle_frames * FRAME_MS) if settled else None,
         "peak_ratio": round(float(ma.max()), 3),
         "trough_ratio": round(float(ma.min()), 3),
         "excess_ms": round(excess_ms, 1),
@@ -673,6 +691,11 @@ def calibrate_resolution(
     key_logs = [math.log(r / f["keyframe_ratio"]) for f in steady for r in f["keyframe_ratios"]]
     out["keyframe_log_sigma"] = round(float(np.std(key_logs)), 4)
 
+    cal = provisional_calibration(out, key)
+
+    def steady_bps(kbps: int) -> float:
+        return cal.interpolate(kbps * 1000)["achieved_bps"]
+
     fit_runs: list[tuple[Run, int]] = []
     steps = []
     step_pairs = STEPS_KBPS[key][:2] if quick else STEPS_KBPS[key]
@@ -682,7 +705,7 @@ def calibrate_resolution(
             "kind": "step",
             "from_bps": a * 1000,
             "to_bps": b * 1000,
-            **step_figures(run, STEP_AT_FRAME),
+            **step_figures(run, STEP_AT_FRAME, steady_bps(b)),
         }
         steps.append(fig)
         fit_runs.append((run, STEP_AT_FRAME))
@@ -699,7 +722,7 @@ def calibrate_resolution(
         "from_bps": a * 1000,
         "to_bps": b * 1000,
         "hold_ms": round(DEBT_HOLD_FRAMES * FRAME_MS),
-        **step_figures(run, DEBT_HOLD_FRAMES),
+        **step_figures(run, DEBT_HOLD_FRAMES, steady_bps(b)),
     }
     steps.append(fig)
     fit_runs.append((run, DEBT_HOLD_FRAMES))
@@ -747,7 +770,7 @@ def fit_model(
     for (run, at), fig in zip(fit_runs, res["steps"], strict=True):
         pred = model_trajectory(cal, run)
         post = pred[at : at + STEP_AFTER_FRAMES]
-        new = run.sizes[at + STEP_AFTER_FRAMES - TAIL_FRAMES : at + STEP_AFTER_FRAMES].mean()
+        new = fig["steady_bps"] / 8 / FPS
         per_step.append(
             {
                 "from_bps": fig["from_bps"],

@@ -25,7 +25,7 @@ What the model reproduces, and where each piece comes from:
 * Keyframes (measured): the first one after an open and later ones (periodic or requested) are
   multiples of the current mean frame, and the frames that follow them are shaped by a measured
   per-frame profile (above the floor libvpx pays a keyframe back with smaller frames; at the
-  floor the frames after it are larger, so a keyframe there costs about twice its own size).
+  floor the frames after it are larger, so a keyframe there costs 1.3-2 times its own extra).
   Each is interpolated over the target. The profile already holds libvpx's payback, so the
   buffer is charged only the net cost of keyframe plus profile, once, when the keyframe is made.
 * Reconfiguration: ``retarget="live"`` changes the target on the open encoder
@@ -33,6 +33,17 @@ What the model reproduces, and where each piece comes from:
   ``retarget="reopen"`` is aiortc 1.16: a target more than 10 % away from the rate the encoder
   was opened with throws the encoder away and opens a new one, which starts with a keyframe and
   a fresh buffer (aiortc/codecs/vpx.py, ``Vp8Encoder.encode``).
+
+* Frame dropping (``drop_frames=True``, libwebrtc's default for camera video, which sets
+  ``rc_dropframe_thresh = 30`` in ``LibvpxVp8Encoder``; aiortc leaves it off): libvpx's
+  one-pass CBR decimation (vp8/encoder/onyx_if.c): with the balance under the drop mark
+  (30 % of the optimal level) the encoder drops 1, 2 or 3 of every 2, 3 or 4 frames as the
+  balance falls under 75, 50 and 25 % of the mark, and each dropped frame refills the balance
+  by one frame's budget. On top, as libwebrtc's ``VideoStreamEncoder`` frame dropper does for
+  an encoder that cannot meet its target, every frame is dropped while the debt exceeds
+  :data:`MAX_DEBT_S` of the target; this is what lets a sender follow a target below libvpx's
+  floor, at a lower frame rate, instead of queueing seconds of video. :meth:`encode` returns a
+  size of 0 for a dropped frame.
 
 Cost: a handful of float operations per call; random numbers are drawn in blocks.
 """
@@ -56,8 +67,14 @@ DEFAULT_RESOLUTION = "640x360"
 DEFAULT_INITIAL_TARGET_BPS = 500_000
 #: aiortc reopens the encoder when the target moves more than this fraction from the open rate.
 REOPEN_THRESHOLD = 0.1
+#: A table entry whose output exceeds its target by more than this is limited by the floor.
+FLOOR_LIMITED_RATIO = 1.02
 #: A VP8 inter frame with every macroblock skipped still has headers; no frame is smaller.
 MIN_FRAME_BYTES = 20
+#: libwebrtc's ``rc_dropframe_thresh`` for VP8: the drop mark in per cent of the optimal level.
+DROP_FRAMES_WATER_MARK_PCT = 30
+#: A debt deeper than this many seconds of the target drops every frame.
+MAX_DEBT_S = 0.5
 #: Standard normals drawn per refill of the noise buffer.
 NOISE_BLOCK = 4096
 
@@ -110,6 +127,11 @@ class EncoderCalibration:
                 raise ValueError("EncoderCalibration: profiles must share a length")
         if list(self.target_bps) != sorted(self.target_bps) or self.target_bps[0] <= 0:
             raise ValueError("EncoderCalibration: target_bps must be positive and sorted")
+        if not any(
+            a <= t * FLOOR_LIMITED_RATIO
+            for t, a in zip(self.target_bps, self.achieved_bps, strict=True)
+        ):
+            raise ValueError("EncoderCalibration: every entry is floor-limited")
         if self.tau_up_ms <= 0 or self.tau_down_ms <= 0:
             raise ValueError("EncoderCalibration: time constants must be > 0")
 
@@ -160,8 +182,10 @@ class EncoderCalibration:
     def interpolate(self, target_bps: float) -> dict[str, Any]:
         """Every per-target figure at ``target_bps`` (log-linear; clamped at the table's ends).
 
-        Above the table the achieved/target ratio of the top entry carries on; below it the
-        output stays at the lowest entry's rate, which is the floor.
+        The output rate is the target times libvpx's achieved/target ratio, interpolated only
+        between targets it could meet, and never below the floor: interpolating the
+        floor-limited entries themselves would put a false ramp between the floor and the first
+        target above it.
         """
         x = math.log(max(target_bps, 1.0))
         xs = [math.log(t) for t in self.target_bps]
@@ -179,16 +203,21 @@ class EncoderCalibration:
         def profile_at(table: tuple[tuple[float, ...], ...]) -> list[float]:
             return [a + w * (b - a) for a, b in zip(table[i], table[i + 1], strict=True)]
 
-        lo, hi = self.target_bps[0], self.target_bps[-1]
-        if target_bps <= lo:
-            achieved = self.achieved_bps[0]
-        elif target_bps >= hi:
-            achieved = target_bps * self.achieved_bps[-1] / hi
+        met = [
+            (math.log(t), a / t)
+            for t, a in zip(self.target_bps, self.achieved_bps, strict=True)
+            if a <= t * FLOOR_LIMITED_RATIO
+        ]
+        k = bisect.bisect_right([m[0] for m in met], x) - 1
+        if k < 0:
+            ratio = met[0][1]
+        elif k >= len(met) - 1:
+            ratio = met[-1][1]
         else:
-            la0, la1 = math.log(self.achieved_bps[i]), math.log(self.achieved_bps[i + 1])
-            achieved = math.exp(la0 + w * (la1 - la0))
+            (x0, r0), (x1, r1) = met[k], met[k + 1]
+            ratio = r0 + (x - x0) / (x1 - x0) * (r1 - r0)
         return {
-            "achieved_bps": max(achieved, self.floor_bps),
+            "achieved_bps": max(target_bps * ratio, self.floor_bps),
             "log_sigma": at(self.log_sigma),
             "log_acf1": min(max(at(self.log_acf1), -0.99), 0.99),
             "keyframe_ratio": at(self.keyframe_ratio),
@@ -229,6 +258,7 @@ class VideoEncoderModel:
         initial_target_bps: float = DEFAULT_INITIAL_TARGET_BPS,
         retarget: Retarget = "live",
         noise: bool = True,
+        drop_frames: bool = True,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -247,6 +277,10 @@ class VideoEncoderModel:
             max(1, round(keyframe_interval_s * self.fps)) if keyframe_interval_s > 0 else 0
         )
         self._noise = noise
+        self._drop_frames = drop_frames
+        self._decimation_factor = 0
+        self._decimation_count = 0
+        self.frames_dropped = 0
         self._rng = np.random.default_rng(seed)
         self._normals: list[float] = []
         self._next_normal = 0
@@ -299,11 +333,12 @@ class VideoEncoderModel:
         if not target_bps > 0:
             raise ValueError(f"target_bps must be > 0, got {target_bps}")
         target_bps = float(target_bps)
-        if self.retarget == "reopen":
+        if self.retarget == "reopen" and self._opened:
+            # aiortc opens lazily at whatever target is set, then reopens on a > 10 % change.
             if abs(target_bps - self._open_bps) / self._open_bps > REOPEN_THRESHOLD:
                 self._open_bps = target_bps
                 self._apply_target(target_bps)
-                self._reopen_pending = self._opened
+                self._reopen_pending = True
             return
         self._open_bps = target_bps
         self._apply_target(target_bps)
@@ -345,6 +380,11 @@ class VideoEncoderModel:
         self._level_bps = level
         mean_bytes = level / (8.0 * self.fps)
 
+        if self._drop_frames and not self._key_requested and self._should_drop():
+            self.frames_dropped += 1
+            balance = self._buffer_bits + self._drain_bits_per_frame
+            self._buffer_bits = balance if balance < self._max_bits else self._max_bits
+            return 0, False
         self._frames_since_key += 1
         if self._key_requested or (
             self._key_every_frames and self._frames_since_key >= self._key_every_frames
@@ -358,6 +398,33 @@ class VideoEncoderModel:
         return self._emit(size * shape, size)
 
     # -- internals -------------------------------------------------------------------------
+    def _should_drop(self) -> bool:
+        """libvpx's decimation plus libwebrtc's drop-while-deep-in-debt (module docstring)."""
+        level = self._buffer_bits
+        if level < -MAX_DEBT_S * self._open_bps:
+            return True
+        mark = self._optimal_bits * DROP_FRAMES_WATER_MARK_PCT / 100.0
+        f = self._decimation_factor
+        if level > 0.75 * mark and f > 0:
+            f -= 1
+        elif level > mark and f == 0:
+            pass
+        elif level < 0.25 * mark and f in (2, 3):
+            f = 3
+        elif level < 0.5 * mark and f in (1, 2):
+            f = 2
+        elif level < 0.75 * mark and f in (0, 1):
+            f = 1
+        self._decimation_factor = f
+        if f == 0:
+            self._decimation_count = 0
+            return False
+        if self._decimation_count > 0:
+            self._decimation_count -= 1
+            return True
+        self._decimation_count = f
+        return False
+
     def _apply_target(self, target_bps: float) -> None:
         """Per-target figures, looked up once per target change rather than per frame."""
         cal = self.calibration

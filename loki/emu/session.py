@@ -169,6 +169,7 @@ class Session:
             self.frame_bytes,
             self.frame_first_rtp,
         )
+        self.frames_dropped = 0
         self._pending: deque[tuple[int, int]] = deque()  # (arrival_us, seq)
         self._events: list[tuple[int, int, int, object]] = []
         self._order = 0
@@ -237,7 +238,11 @@ class Session:
             self._rtp_last_tx_us[rtp_seq] = now_us
 
     def _on_frame(self, now_us: int) -> None:
+        self._push(now_us + 1e6 / self.config.fps, FRAME, None)
         size, is_key = self.encoder.encode(now_us // 1000)
+        if size <= 0:
+            self.frames_dropped += 1
+            return  # the encoder dropped this frame
         fid = len(self.frame_npkts)
         n = max(1, -(-size // MAX_RTP_PAYLOAD_BYTES))
         self.frame_npkts.append(n)
@@ -256,7 +261,6 @@ class Session:
             self._rtp_first_tx_us.append(now_us)
             self.pacer.enqueue((ip, rtp, fid, -1), now_us)
         self._schedule_pace(now_us)
-        self._push(now_us + 1e6 / self.config.fps, FRAME, None)
 
     def _on_pace(self, now_us: int) -> None:
         self._pace_at = None

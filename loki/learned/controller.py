@@ -1,0 +1,187 @@
+"""Learned controllers behind the one controller interface, with GCC running beside them.
+
+Every learned controller builds the observation of :mod:`loki.features` from each feedback
+report and asks its network for an action in [-1, 1]. A GCC instance runs in parallel on the
+same inputs (reports, RTT, RR loss, process ticks): its estimate is what the controller falls
+back to when :class:`~loki.learned.guard.InputGuard` refuses an observation, and its probe
+requests go to the pacer (probing is GCC's job here; the networks see the probe results in
+their features).
+
+Two ways an action sets the rate:
+
+* :class:`RatioController` (``gcc-clone``, ``rl``, ``loki``): each report, the new target is the
+  previous one times ``2 ** a`` (halve to double). A rate relative to the current one keeps
+  the decisions smooth and scale-free across 0.1 to 50 Mbps links.
+* :class:`HybridController` (``hybrid``, HRCC-style): GCC decides every report; every
+  :data:`HYBRID_EVERY_REPORTS` th report the network picks a factor ``2 ** a`` (0.5x to 2x,
+  HRCC's ``2 ** (2a' - 1)`` with ``a' = (a + 1) / 2``) that scales GCC's estimate until the
+  next pick.
+
+With ``policy=None`` the controller waits for :meth:`LearnedController.apply_action` after each
+decision report: that is how the training environment drives the very same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from gcc.goog_cc_network_control import GoogCcNetworkController
+from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
+from loki.features import OBS_SIZE, FeatureBuilder
+from loki.learned.guard import InputGuard
+from loki.learned.policies import ACTION_HIGH, ACTION_LOW
+
+#: Log2 of the largest rate change one action can make (1.0: halve to double).
+ACTION_LOG2_RANGE = 1.0
+#: The hybrid's decision interval in reports (4 x 100 ms = 400 ms, HRCC's 4:1 ratio).
+HYBRID_EVERY_REPORTS = 4
+#: Extra inputs the hybrid sees after the shared features.
+HYBRID_EXTRA_INPUTS = 2
+
+Policy = Callable[[np.ndarray], float]
+Normalize = Callable[[np.ndarray], np.ndarray]
+
+
+def log_mbps(bps: float) -> float:
+    """The features' rate scale: log2(1 + Mbps)."""
+    return float(np.log2(1.0 + max(bps, 0.0) / 1e6))
+
+
+class LearnedController(Controller):
+    """Shared plumbing: features, the parallel GCC, the guard, the decision schedule."""
+
+    name = "learned"
+    #: Reports per decision.
+    every_reports = 1
+    #: Size of the observation the network reads.
+    obs_size = OBS_SIZE
+
+    def __init__(
+        self,
+        config: ControllerConfig | None = None,
+        *,
+        policy: Policy | None = None,
+        normalize: Normalize | None = None,
+        guard: InputGuard | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.gcc = GoogCcNetworkController(self.config)
+        self.features = FeatureBuilder()
+        self.policy = policy
+        self.normalize = normalize
+        self.guard = guard or InputGuard()
+        self._target_bps = self.gcc.target_bps
+        self._reports = 0
+        self.obs: np.ndarray = np.zeros(self.obs_size, dtype=np.float32)
+        self.admitted = True
+        self.awaiting_action = False
+        self.decisions = 0
+        self.last_action = 0.0
+
+    # -- outputs ------------------------------------------------------------------------------
+    @property
+    def target_bps(self) -> int:
+        return self._target_bps
+
+    @property
+    def fallbacks(self) -> int:
+        return self.guard.fallbacks
+
+    def pop_probe_clusters(self) -> list[ProbeCluster]:
+        return self.gcc.pop_probe_clusters()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def on_rtt(self, rtt_us: int, at_us: int) -> None:
+        self.features.on_rtt(rtt_us)
+        self.gcc.on_rtt(rtt_us, at_us)
+
+    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
+        self.gcc.on_loss_report(packets_lost, packets_expected, at_us)
+
+    def on_process_interval(self, at_us: int) -> None:
+        self.gcc.on_process_interval(at_us)
+
+    def on_feedback(self, report: TransportFeedback) -> int:
+        self.gcc.on_feedback(report)
+        if len(report) == 0:
+            return self.target_bps
+        self.features.row(report, self.target_bps)
+        self._reports += 1
+        if (self._reports - 1) % self.every_reports:
+            return self.target_bps
+        self.obs = self.observation()
+        self.admitted = self.guard.admit(self.obs)
+        if self.policy is None:
+            self.awaiting_action = True
+            return self.target_bps
+        if self.admitted:
+            x = self.obs if self.normalize is None else self.normalize(self.obs)
+            self.apply_action(self.policy(x))
+        else:
+            self.apply_action(None)
+        return self.target_bps
+
+    def observation(self) -> np.ndarray:
+        return self.features.observation()
+
+    def agent_observation(self) -> np.ndarray:
+        """The observation with non-finite values zeroed (what a training agent may see)."""
+        return np.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def apply_action(self, action: float | None) -> int:
+        """Take the network's action for the latest decision report (None: fall back)."""
+        self.awaiting_action = False
+        self.decisions += 1
+        if action is None or not self.admitted or not self.guard.admit_action(action):
+            self._fall_back()
+        else:
+            a = min(max(float(action), ACTION_LOW), ACTION_HIGH)
+            self.last_action = a
+            self._act(a)
+        return self.target_bps
+
+    def _act(self, action: float) -> None:
+        raise NotImplementedError
+
+    def _fall_back(self) -> None:
+        raise NotImplementedError
+
+
+class RatioController(LearnedController):
+    """Next target = previous target x 2 ** (ACTION_LOG2_RANGE x a), every report."""
+
+    name = "ratio"
+
+    def _act(self, action: float) -> None:
+        self._target_bps = self.config.clamp(self._target_bps * 2.0 ** (ACTION_LOG2_RANGE * action))
+
+    def _fall_back(self) -> None:
+        self._target_bps = self.gcc.target_bps
+
+
+class HybridController(LearnedController):
+    """GCC's estimate x 2 ** a, a picked every HYBRID_EVERY_REPORTS reports."""
+
+    name = "hybrid"
+    every_reports = HYBRID_EVERY_REPORTS
+    obs_size = OBS_SIZE + HYBRID_EXTRA_INPUTS
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._scale_log2 = 0.0
+        super().__init__(*args, **kwargs)
+
+    @property
+    def target_bps(self) -> int:
+        return self.config.clamp(self.gcc.target_bps * 2.0**self._scale_log2)
+
+    def observation(self) -> np.ndarray:
+        extra = np.array([log_mbps(self.gcc.target_bps), self._scale_log2], dtype=np.float32)
+        return np.concatenate([self.features.observation(), extra])
+
+    def _act(self, action: float) -> None:
+        self._scale_log2 = action
+
+    def _fall_back(self) -> None:
+        self._scale_log2 = 0.0

@@ -1,0 +1,113 @@
+"""Load exported models and build controllers from them; the registry's learned factories.
+
+A model is a folder ``loki/models/<name>/`` with ``model.npz`` (weights, the input
+normaliser, the guard's training range and a JSON ``meta`` string naming the model's ``kind``)
+and ``card.md``. :func:`controller_from_model` builds a fresh controller from any such file (a
+freshly trained one under ``--out``, say); the registry uses the committed ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loki.api import ControllerConfig
+from loki.learned.controller import (
+    HybridController,
+    LearnedController,
+    Normalize,
+    Policy,
+    RatioController,
+)
+from loki.learned.guard import InputGuard
+from loki.learned.policies import FusionPolicy, MlpPolicy
+from loki.nn import Normalizer, load_model
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+MODEL_FILE = "model.npz"
+GUARD_LOW_KEY = "obs_low"
+GUARD_HIGH_KEY = "obs_high"
+META_KEY = "meta"
+#: Registry name -> model folder under MODEL_DIR.
+REGISTERED = {"gcc-clone": "gcc-clone", "rl": "rl", "loki": "loki", "hybrid": "hybrid"}
+KINDS = ("clone", "rl", "loki", "hybrid")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model's stateless parts, shared by every controller built from it."""
+
+    kind: str
+    policy: Policy
+    normalize: Normalize
+    guard_low: np.ndarray | None
+    guard_high: np.ndarray | None
+    meta: dict
+
+
+def read_meta(params: dict[str, np.ndarray]) -> dict:
+    return json.loads(str(params[META_KEY])) if META_KEY in params else {}
+
+
+def load_learned(path: str) -> LoadedModel:
+    """The model in ``path``, read once per version of the file (keyed on its mtime and size)."""
+    st = os.stat(path)
+    return _load_learned(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
+    params = load_model(path)
+    meta = read_meta(params)
+    kind = meta.get("kind")
+    if kind in ("clone",):
+        policy: Policy = MlpPolicy(params, "clone")
+    elif kind in ("rl", "hybrid"):
+        policy = MlpPolicy(params, "actor")
+    elif kind == "loki":
+        policy = FusionPolicy(params)
+    else:
+        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return LoadedModel(
+        kind=kind,
+        policy=policy,
+        normalize=Normalizer.from_params(params),
+        guard_low=params.get(GUARD_LOW_KEY),
+        guard_high=params.get(GUARD_HIGH_KEY),
+        meta=meta,
+    )
+
+
+def controller_from_model(
+    path: str | os.PathLike[str], config: ControllerConfig | None = None, *, name: str = ""
+) -> LearnedController:
+    """A fresh controller running the model in ``path``."""
+    m = load_learned(str(Path(path).resolve()))
+    cls = HybridController if m.kind == "hybrid" else RatioController
+    ctl = cls(
+        config,
+        policy=m.policy,
+        normalize=m.normalize,
+        guard=InputGuard(m.guard_low, m.guard_high),
+    )
+    ctl.name = name or m.kind  # type: ignore[misc]
+    return ctl
+
+
+def model_path(name: str) -> Path:
+    return MODEL_DIR / REGISTERED[name] / MODEL_FILE
+
+
+def make_registered(name: str, config: ControllerConfig | None) -> LearnedController:
+    path = model_path(name)
+    if not path.is_file():
+        raise ValueError(
+            f"controller {name!r} has no trained model at {path}; train it with "
+            f"'loki train {'clone' if name == 'gcc-clone' else name}'"
+        )
+    return controller_from_model(path, config, name=name)

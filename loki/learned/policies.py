@@ -1,0 +1,98 @@
+"""The numpy forward passes of the learned models, read from their exported ``.npz`` files.
+
+Each policy maps a *normalised* observation to one action in [-1, 1] (what the action means is
+the controller's business, see :mod:`loki.learned.controller`). Parameter names in the files:
+
+* ``clone.trunk.{0,1}`` and ``clone.head.0``: the GCC clone; its trunk's output is the clone's
+  high-level feature layer (the penultimate layer), which Loki fuses;
+* ``actor.trunk.{0,1}`` and ``actor.head.0``: a PPO actor (``rl`` and ``hybrid``);
+* ``learner.trunk.{0,1}``, ``fusion.gate_c``/``fusion.gate_r`` and ``head.0``: Loki's learner,
+  gates and action head (with the frozen ``clone.trunk``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.dual_weight import DualWeightFusion
+from loki.nn import Mlp, sigmoid
+
+ACTION_LOW = -1.0
+ACTION_HIGH = 1.0
+
+
+def _clip_action(y: float) -> float:
+    return min(max(y, ACTION_LOW), ACTION_HIGH)
+
+
+class MlpPolicy:
+    """Trunk (the high-level feature layer) then a linear head: the clone and the PPO actors."""
+
+    def __init__(self, params: dict[str, np.ndarray], prefix: str) -> None:
+        self.trunk = Mlp(params, f"{prefix}.trunk", tanh_last=True)
+        self.head = Mlp(params, f"{prefix}.head", tanh_last=False)
+
+    @property
+    def obs_size(self) -> int:
+        return self.trunk.in_size
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The high-level feature layer for a normalised observation."""
+        return self.trunk(x)
+
+    def __call__(self, x: np.ndarray) -> float:
+        return _clip_action(float(self.head(self.trunk(x))[0]))
+
+
+class FusionPolicy:
+    """Loki: frozen clone trunk and learner trunk, dual-weight fusion, action head.
+
+    The two trunks run as one stacked first layer and one block-diagonal second layer, which
+    halves the number of numpy calls per decision (the decision-latency budget is 50 us).
+    """
+
+    def __init__(self, params: dict[str, np.ndarray]) -> None:
+        clone = Mlp(params, "clone.trunk", tanh_last=True)
+        learner = Mlp(params, "learner.trunk", tanh_last=True)
+        if len(clone.layers) != 2 or len(learner.layers) != 2:
+            raise ValueError("FusionPolicy expects two-layer trunks")
+        c1, c2 = clone.layers
+        r1, r2 = learner.layers
+        h = c2.weight.shape[0]
+        if r2.weight.shape[0] != h:
+            raise ValueError("clone and learner features must have the same size to be fused")
+        self.feature_size = h
+        self._w1 = np.ascontiguousarray(np.concatenate([c1.weight, r1.weight]))
+        self._b1 = np.concatenate([c1.bias, r1.bias])
+        n1c, n1r = c1.weight.shape[0], r1.weight.shape[0]
+        w2 = np.zeros((2 * h, n1c + n1r), dtype=np.float32)
+        w2[:h, :n1c] = c2.weight
+        w2[h:, n1c:] = r2.weight
+        self._w2 = w2
+        self._b2 = np.concatenate([c2.bias, r2.bias])
+        self.fusion = DualWeightFusion(params)
+        self._wg = self.fusion._w
+        self._bg = self.fusion._b
+        head = Mlp(params, "head", tanh_last=False)
+        self._wh = np.ascontiguousarray(head.layers[0].weight[0])
+        self._bh = float(head.layers[0].bias[0])
+
+    @property
+    def obs_size(self) -> int:
+        return int(self._w1.shape[1])
+
+    def features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(f_c, f_r): the clone's and the learner's high-level features."""
+        f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
+        return f[: self.feature_size], f[self.feature_size :]
+
+    def gates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(w_c, w_r): the two weight sets for this observation (for analysis)."""
+        return self.fusion.gates(*self.features(x))
+
+    def __call__(self, x: np.ndarray) -> float:
+        f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
+        g = sigmoid(self._wg @ f + self._bg)
+        h = self.feature_size
+        fused = g[:h] * f[:h] + g[h:] * f[h:]
+        return _clip_action(float(self._wh @ fused) + self._bh)

@@ -1,0 +1,299 @@
+"""Train ``gcc-clone``: GCC turned into a neural network by imitation learning with DAgger.
+
+Read top to bottom (CleanRL style):
+
+1. Iteration 0 rolls GCC itself out over links drawn from the training traces. The session's
+   controller is a :class:`~loki.learned.controller.RatioController` whose decisions all fall
+   back to its parallel GCC, so the trajectory is GCC's while the very features the clone will
+   see at run time are recorded. Label of each report: GCC's new target as a log2 ratio to the
+   controller's previous target, clipped to the action range (+-1).
+2. Train the network (observation -> label; MSE) on everything gathered so far.
+3. DAgger (Ross et al., 2011): roll out the *clone* (each decision is GCC's with probability
+   beta, else the clone's; beta halves every iteration and is 0 in the last), while the
+   parallel GCC receives the same reports, RTT, loss reports and ticks; relabel each report
+   with the parallel GCC's target relative to the clone's own previous rate; aggregate;
+   retrain. So the clone learns to recover from its own closed-loop errors.
+4. After every iteration the clone and GCC run closed loop on validation links (training
+   families, traces not used for fitting) and the paired bitrate and stall figures are logged.
+
+Outputs in ``--out`` (default ``loki/models/gcc-clone``): ``model.npz``, ``card.md``,
+``curve.csv`` (per epoch) and ``closed_loop.csv`` (per iteration).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from loki.features import FEATURE_NAMES, HISTORY
+from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
+from loki.learned.policies import MlpPolicy
+from loki.nn import Normalizer
+from loki.train.common import (
+    HIDDEN,
+    CsvLog,
+    RangeTracker,
+    Stopwatch,
+    TrainArgs,
+    export_linears,
+    out_dir,
+    seed_everything,
+    trunk,
+    write_card,
+    write_model,
+)
+from loki.train.data import (
+    EpisodeSpec,
+    LinkRanges,
+    draw_spec,
+    training_trace_paths,
+)
+from loki.train.parallel import Executor
+from loki.train.rollout import run_session
+
+NAME = "gcc-clone"
+
+
+@dataclass
+class CloneArgs(TrainArgs):
+    steps: int = 240_000  # labelled decisions over all iterations
+    iterations: int = 4
+    episode_s: float = 30.0
+    epochs: int = 6
+    lr: float = 1e-3
+    batch: int = 256
+    val_share: float = 0.1  # of traces, for the closed-loop check
+    val_episodes: int = 32
+
+
+class CloneNet(nn.Module):
+    """Trunk (the exposed high-level feature layer) and a linear head predicting the label."""
+
+    def __init__(self, obs_size: int) -> None:
+        super().__init__()
+        self.trunk = trunk(obs_size)
+        self.head = nn.Linear(HIDDEN[-1], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x)).squeeze(-1)
+
+    def export(self) -> dict[str, np.ndarray]:
+        return {
+            **export_linears(self.trunk, "clone.trunk"),
+            **export_linears(self.head, "clone.head"),
+        }
+
+
+def label_of(gcc_bps: int, prev_bps: int) -> float:
+    """GCC's target as an action of the clone: log2 ratio to the previous rate, clipped."""
+    y = np.log2(max(gcc_bps, 1) / max(prev_bps, 1)) / ACTION_LOG2_RANGE
+    return float(np.clip(y, -1.0, 1.0))
+
+
+def collect_episode(job: tuple[EpisodeSpec, dict | None, float, int]):
+    """Roll one episode out; return (observations, labels) of its decision reports.
+
+    ``params`` None means GCC drives (beta is then irrelevant); otherwise each decision is the
+    parallel GCC's with probability ``beta`` and the clone's otherwise.
+    """
+    from loki.emu.session import Session, SessionConfig
+
+    spec, params, beta, seed = job
+    rng = np.random.default_rng(seed)
+    policy = normalize = None
+    if params is not None:
+        policy = MlpPolicy(params, "clone")
+        normalize = Normalizer(params["obs_mean"], params["obs_std"])
+    ctl = RatioController(None)
+    session = Session(ctl, spec.link(), SessionConfig(duration_s=spec.duration_s, seed=spec.seed))
+    obs_rows: list[np.ndarray] = []
+    labels: list[float] = []
+    while session.step():
+        if not ctl.awaiting_action:
+            continue
+        if ctl.admitted:
+            obs_rows.append(ctl.obs.copy())
+            labels.append(label_of(ctl.gcc.target_bps, ctl.target_bps))
+        if policy is None or not ctl.admitted or rng.random() < beta:
+            ctl.apply_action(None)  # GCC's own target
+        else:
+            ctl.apply_action(policy(normalize(ctl.obs)))
+        session.refresh_target()
+    obs = np.array(obs_rows, dtype=np.float32).reshape(-1, ctl.obs_size)
+    return obs, np.array(labels, dtype=np.float32)
+
+
+def closed_loop(executor: Executor, specs: list[EpisodeSpec], model_path: Path) -> dict:
+    """Paired mean bitrate and stall of the clone against GCC on the validation links."""
+    rows = executor.map(run_session, [(s, c) for c in ("gcc", str(model_path)) for s in specs])
+    gcc, clone = rows[: len(specs)], rows[len(specs) :]
+
+    def mean(rs, k):
+        return float(np.mean([r[k] for r in rs]))
+
+    return {
+        "gcc_kbps": mean(gcc, "bitrate_kbps"),
+        "clone_kbps": mean(clone, "bitrate_kbps"),
+        "gcc_stall": mean(gcc, "stall_rate"),
+        "clone_stall": mean(clone, "stall_rate"),
+        "gcc_change_log2": mean(gcc, "change_log2"),
+        "clone_change_log2": mean(clone, "change_log2"),
+    }
+
+
+def train(args: CloneArgs) -> Path:
+    clock = Stopwatch()
+    seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = out_dir(args, NAME)
+    paths = training_trace_paths(args.traces)
+    order = rng.permutation(len(paths))
+    n_val = max(1, round(args.val_share * len(paths))) if len(paths) > 1 else 0
+    val_paths = [paths[i] for i in order[:n_val]] or paths
+    fit_paths = [paths[i] for i in order[n_val:]] or paths
+    ranges = LinkRanges()
+    decisions_per_episode = int(args.episode_s * 10)
+    episodes = max(2, args.steps // (args.iterations * decisions_per_episode))
+    val_specs = [draw_spec(val_paths, rng, 60.0, ranges) for _ in range(args.val_episodes)]
+    curve = CsvLog(out / "curve.csv", ["iteration", "epoch", "samples", "train_mse", "val_mse"])
+    loop_log = CsvLog(
+        out / "closed_loop.csv",
+        [
+            "iteration",
+            "beta",
+            "samples",
+            "gcc_kbps",
+            "clone_kbps",
+            "gcc_stall",
+            "clone_stall",
+            "gcc_change_log2",
+            "clone_change_log2",
+        ],
+    )
+    obs_size = RatioController.obs_size
+    net = CloneNet(obs_size)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    all_obs: list[np.ndarray] = []
+    all_y: list[np.ndarray] = []
+    seen = RangeTracker(obs_size)
+    mean = std = None
+    params: dict | None = None
+    last_loop: dict = {}
+    model_path = out / "model.npz"
+    with Executor(args.workers, args.ray_address) as ex:
+        for it in range(args.iterations):
+            beta = 0.0 if it == args.iterations - 1 else 0.5**it
+            specs = [draw_spec(fit_paths, rng, args.episode_s, ranges) for _ in range(episodes)]
+            jobs = [(s, params, beta, int(rng.integers(2**31))) for s in specs]
+            got = []
+            for i in tqdm(range(0, len(jobs), 8), desc=f"dagger {it} rollouts", unit="x8 ep"):
+                got += ex.map(collect_episode, jobs[i : i + 8])
+            for o, y in got:
+                all_obs.append(o)
+                all_y.append(y)
+                seen.update(o)
+            x_np = np.concatenate(all_obs)
+            y_np = np.concatenate(all_y)
+            if mean is None:  # the normaliser is fitted once, on GCC's own trajectories
+                mean, std = x_np.mean(axis=0), x_np.std(axis=0)
+            norm = Normalizer(mean, std)
+            x = torch.as_tensor(norm(x_np))
+            y = torch.as_tensor(y_np)
+            n = x.shape[0]
+            perm = torch.randperm(n)
+            n_hold = max(1, n // 20)
+            hold, fit = perm[:n_hold], perm[n_hold:]
+            for epoch in tqdm(range(args.epochs), desc=f"dagger {it} fit", leave=False):
+                net.train()
+                total = 0.0
+                idx = fit[torch.randperm(fit.numel())]
+                for b in range(0, idx.numel(), args.batch):
+                    j = idx[b : b + args.batch]
+                    loss = nn.functional.mse_loss(net(x[j]), y[j])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * j.numel()
+                with torch.no_grad():
+                    val = float(nn.functional.mse_loss(net(x[hold]), y[hold]))
+                curve.row(
+                    iteration=it, epoch=epoch, samples=n, train_mse=total / fit.numel(), val_mse=val
+                )
+            params = {
+                **net.export(),
+                "obs_mean": mean.astype(np.float32),
+                "obs_std": std.astype(np.float32),
+            }
+            low, high = seen.bounds()
+            meta = {"kind": "clone", "iteration": it, "seed": args.seed}
+            write_model(
+                out, net.export(), obs_mean=mean, obs_std=std, obs_low=low, obs_high=high, meta=meta
+            )
+            last_loop = closed_loop(ex, val_specs, model_path)
+            loop_log.row(iteration=it, beta=beta, samples=n, **last_loop)
+            tqdm.write(
+                f"dagger {it}: {n} samples, val mse {val:.4f}, closed loop kbps "
+                f"{last_loop['clone_kbps']:.0f} vs GCC {last_loop['gcc_kbps']:.0f}, stall "
+                f"{last_loop['clone_stall']:.4f} vs {last_loop['gcc_stall']:.4f}"
+            )
+    curve.close()
+    loop_log.close()
+    meta = {
+        "kind": "clone",
+        "seed": args.seed,
+        "iterations": args.iterations,
+        "samples": int(sum(len(y) for y in all_y)),
+        "train_minutes": round(clock.minutes, 2),
+        "traces": len(paths),
+        "command": args.command,
+    }
+    low, high = seen.bounds()
+    write_model(
+        out, net.export(), obs_mean=mean, obs_std=std, obs_low=low, obs_high=high, meta=meta
+    )
+    _card(out, args, meta, last_loop, val_mse=val, n_fit=len(fit_paths), n_val=len(val_paths))
+    return model_path
+
+
+def _card(
+    out: Path, args: CloneArgs, meta: dict, loop: dict, *, val_mse: float, n_fit: int, n_val: int
+) -> None:
+    kbps_rel = loop["clone_kbps"] / max(loop["gcc_kbps"], 1e-9) - 1.0
+    stall_rel = (loop["clone_stall"] - loop["gcc_stall"]) / max(loop["gcc_stall"], 1e-9)
+    write_card(
+        out,
+        "gcc-clone: GCC imitated by a neural network (DAgger)",
+        {
+            "Command": f"`{args.command}`",
+            "Model": (
+                f"Input: {HISTORY} reports x {len(FEATURE_NAMES)} features ({', '.join(FEATURE_NAMES)}),"
+                f" normalised. Trunk {len(HIDDEN)} x {HIDDEN[0]} tanh: its output is the high-level "
+                f"feature layer Loki fuses. Linear head: log2(next target / previous target), "
+                f"clipped to +-{ACTION_LOG2_RANGE}. Weights `model.npz`, numpy inference."
+            ),
+            "Data": (
+                f"Training families (held-out family never used): {n_fit} traces for fitting, "
+                f"{n_val} for the closed-loop check; links drawn per episode: one-way delay 10-80 ms,"
+                f" drop-tail queue 50-400 packets, random loss 0 (half the episodes) or 0-2 %; "
+                f"{args.episode_s:.0f} s episodes; {meta['samples']} labelled decisions over "
+                f"{args.iterations} DAgger iterations (beta 1, 0.5, ... , 0); seed {args.seed}."
+            ),
+            "Measured": (
+                f"Training time {meta['train_minutes']:.1f} min. MSE on 5 % of reports kept out of fitting {val_mse:.4f}. "
+                f"Closed loop on {args.val_episodes} validation links (60 s): bitrate "
+                f"{loop['clone_kbps']:.0f} kbps vs GCC {loop['gcc_kbps']:.0f} ({kbps_rel:+.1%}), "
+                f"stall rate {loop['clone_stall']:.4f} vs {loop['gcc_stall']:.4f} "
+                f"({stall_rel:+.1%}), mean |log2 rate change| per decision "
+                f"{loop['clone_change_log2']:.4f} vs {loop['gcc_change_log2']:.4f}. "
+                f"Learning curves: `curve.csv`, `closed_loop.csv`. Evaluation on the held-out family:"
+                f" see loki/LEARNING.md."
+            ),
+            "Meta": f"```json\n{json.dumps(meta, indent=1, sort_keys=True)}\n```",
+        },
+    )

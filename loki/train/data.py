@@ -1,0 +1,121 @@
+"""Which traces training may use, and how an episode's link is drawn from them.
+
+One family of the shared traces (:data:`HELD_OUT_FAMILY`) is kept out of all training and
+tuning: the evaluation reports on it separately. Training refuses any trace of that family.
+
+An episode is a :class:`EpisodeSpec`: a trace (by path, so worker processes and Ray nodes load
+it themselves), a start offset into the looping trace, and the link's one-way delay, drop-tail
+queue and random loss (:class:`LinkRanges`). Specs are drawn from a seeded generator, so a run
+is reproducible from its seed whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loki.emu.session import LinkConfig
+from traces.load import find_traces, load_trace, trace_family
+from traces.trace import Trace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_TRACES = REPO_ROOT.parent / "shared" / "traces"
+HELD_OUT_FAMILY = "mahimahi_cellular_us"
+TRAINING_FAMILIES = ("fcc_broadband", "ireland_5g_ucc", "norway_hsdpa_3g", "opennetlab_gym")
+
+
+class HeldOutError(ValueError):
+    """A held-out trace was given to training."""
+
+
+def default_training_dirs() -> list[Path]:
+    return [SHARED_TRACES / f for f in TRAINING_FAMILIES]
+
+
+def training_trace_paths(dirs: list[Path] | None = None) -> list[str]:
+    """Trace files under ``dirs`` (default: the four training families), never the held-out."""
+    paths: list[str] = []
+    for d in dirs or default_training_dirs():
+        for p in find_traces(d):
+            if trace_family(p) == HELD_OUT_FAMILY:
+                raise HeldOutError(
+                    f"{p} belongs to the held-out family {HELD_OUT_FAMILY}; it is for evaluation "
+                    f"only"
+                )
+            paths.append(str(p))
+    if not paths:
+        raise ValueError("no training traces found")
+    return paths
+
+
+@functools.lru_cache(maxsize=512)
+def cached_trace(path: str) -> Trace:
+    return load_trace(path)
+
+
+def rotate(trace: Trace, offset_ms: int) -> Trace:
+    """The same looping trace started ``offset_ms`` into its period."""
+    period = trace.period_ms
+    off = int(offset_ms) % period
+    if off == 0:
+        return trace
+    ops = trace.opportunities_ms
+    head = ops[ops > off] - off
+    tail = ops[ops <= off] + (period - off)
+    shifted = np.concatenate([head, tail])
+    # The period must stay the last timestamp: mahimahi loops at the last opportunity.
+    if shifted[-1] != period:
+        shifted = np.append(shifted, period) if shifted[-1] < period else shifted
+    return Trace(f"{trace.name}@{off}", shifted, dict(trace.meta))
+
+
+@dataclass(frozen=True)
+class LinkRanges:
+    """Where an episode's link settings are drawn from (uniformly)."""
+
+    delay_ms: tuple[int, int] = (10, 80)
+    queue_packets: tuple[int, int] = (50, 400)
+    loss: tuple[float, float] = (0.0, 0.02)
+    #: Share of episodes with no random loss (real links are often loss-free).
+    no_loss_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything that makes one training or evaluation session."""
+
+    trace_path: str
+    offset_ms: int
+    delay_ms: int
+    queue_packets: int | None
+    loss: float
+    duration_s: float
+    seed: int
+
+    def link(self) -> LinkConfig:
+        return LinkConfig(
+            trace=rotate(cached_trace(self.trace_path), self.offset_ms),
+            delay_ms=self.delay_ms,
+            queue_packets=self.queue_packets,
+            loss=self.loss,
+        )
+
+
+def draw_spec(
+    paths: list[str], rng: np.random.Generator, duration_s: float, ranges: LinkRanges
+) -> EpisodeSpec:
+    path = paths[int(rng.integers(len(paths)))]
+    period = cached_trace(path).period_ms
+    lossless = rng.random() < ranges.no_loss_share
+    return EpisodeSpec(
+        trace_path=path,
+        offset_ms=int(rng.integers(period)),
+        delay_ms=int(rng.integers(ranges.delay_ms[0], ranges.delay_ms[1] + 1)),
+        queue_packets=int(rng.integers(ranges.queue_packets[0], ranges.queue_packets[1] + 1)),
+        loss=0.0 if lossless else float(rng.uniform(*ranges.loss)),
+        duration_s=duration_s,
+        seed=int(rng.integers(2**31)),
+    )

@@ -1,0 +1,195 @@
+"""Train ``loki``: the clone's and the learner's features fused by two learned weight sets.
+
+Read top to bottom:
+
+1. Load the clone (frozen: trunk, head, normaliser) and, if given, an ``rl`` model whose actor
+   trunk starts the learner (Loki's learning actor is an RL model of the same kind).
+2. Policy (:class:`~loki.train.sb3_policies.FusionPolicy`): frozen clone trunk -> f_c, learner
+   trunk -> f_r, dual-weight fusion (gates w_c = sigmoid(W_c [f_c, f_r] + b_c) starting at
+   0.98, w_r starting at 0.02), fused = w_c * f_c + w_r * f_r, then the action head,
+   initialised from the clone's head. At the start the policy *is* (almost exactly) the
+   clone: the long tail starts as safe as GCC, and PPO moves weight to the learner only where
+   the reward says so. Exploration noise starts small (log-std -2: a std of 0.14 in log2 rate
+   per decision) for the same reason.
+3. Critic warm-up: for the first ``warmup_steps`` the actor is frozen and only the critic
+   learns, so the first policy updates follow a critic that already knows the clone's value.
+4. PPO with the smoothness cost in the reward (|log2 rate change| per decision), export,
+   closed-loop check against GCC on validation links of the training families, model card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
+from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
+from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
+from loki.nn import load_model
+from loki.train.common import (
+    CURVE_FILE,
+    CsvLog,
+    Stopwatch,
+    out_dir,
+    seed_everything,
+    write_card,
+    write_model,
+)
+from loki.train.env import Reward
+from loki.train.ppo import (
+    CURVE_COLUMNS,
+    CurveCallback,
+    PpoArgs,
+    clone_path,
+    closed_loop,
+    describe_closed_loop,
+    load_clone,
+    make_envs,
+    set_torch_threads,
+    split_traces,
+    validation_specs,
+)
+from loki.train.sb3_policies import FusionPolicy, NormalizeObs
+
+NAME = "loki"
+
+
+@dataclass
+class LokiArgs(PpoArgs):
+    steps: int = 300_000
+    lr: float = 1e-4
+    log_std_init: float = -2.0
+    warmup_steps: int = 20_000
+    learner: Path | None = None  # an rl model.npz; default loki/models/rl if present
+    no_learner_init: bool = False
+
+
+class CriticWarmup(BaseCallback):
+    """Freeze the actor's parameters until ``warmup_steps`` timesteps have been collected."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        super().__init__()
+        self.warmup_steps = warmup_steps
+        self._frozen = False
+
+    def _set(self, trainable: bool) -> None:
+        for p in self.model.policy.actor_parameters():
+            p.requires_grad_(trainable)
+        self._frozen = not trainable
+
+    def _on_training_start(self) -> None:
+        if self.warmup_steps > 0:
+            self._set(False)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self._frozen and self.num_timesteps >= self.warmup_steps:
+            self._set(True)
+
+
+def learner_path(args: LokiArgs) -> Path | None:
+    if args.no_learner_init:
+        return None
+    if args.learner is not None:
+        return Path(args.learner)
+    default = MODEL_DIR / REGISTERED["rl"] / MODEL_FILE
+    return default if default.is_file() else None
+
+
+def train(args: LokiArgs) -> Path:
+    clock = Stopwatch()
+    seed_everything(args.seed)
+    set_torch_threads()
+    out = out_dir(args, NAME)
+    clone = load_clone(args)
+    mean, std = clone["obs_mean"], clone["obs_std"]
+    learner_from = learner_path(args)
+    fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
+
+    env = make_envs(args, fit_paths, RatioController)
+    model = PPO(
+        FusionPolicy,
+        env,
+        learning_rate=args.lr,
+        n_steps=args.n_steps,
+        batch_size=args.batch,
+        n_epochs=args.epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip,
+        ent_coef=0.0,
+        max_grad_norm=0.5,
+        policy_kwargs={
+            "clone_params": clone,
+            "features_extractor_class": NormalizeObs,
+            "features_extractor_kwargs": {"mean": mean, "std": std},
+            "log_std_init": args.log_std_init,
+        },
+        seed=args.seed,
+        device="cpu",
+        verbose=0,
+    )
+    if learner_from is not None:
+        model.policy.load_learner(load_model(learner_from), "actor.trunk")
+    log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
+    curve = CurveCallback(log, args.steps, RatioController.obs_size, desc=f"train {NAME}")
+    model.learn(
+        total_timesteps=args.steps, callback=CallbackList([curve, CriticWarmup(args.warmup_steps)])
+    )
+    env.close()
+    log.close()
+
+    low, high = curve.seen.bounds()
+    meta = {
+        "kind": "loki",
+        "seed": args.seed,
+        "steps": int(model.num_timesteps),
+        "command": args.command,
+        "clone": str(clone_path(args)),
+        "learner_init": str(learner_from) if learner_from else None,
+    }
+    actor = model.policy.export_actor()
+    path = write_model(
+        out, actor, obs_mean=mean, obs_std=std, obs_low=low, obs_high=high, meta=meta
+    )
+    loop = closed_loop(args, validation_specs(args, val_paths), path)
+    meta["train_minutes"] = round(clock.minutes, 2)
+    write_model(out, actor, obs_mean=mean, obs_std=std, obs_low=low, obs_high=high, meta=meta)
+    write_card(
+        out,
+        "loki: dual-weight fusion of the GCC clone and the learner (PPO)",
+        {
+            "Command": f"`{args.command}`",
+            "Model": (
+                "Observation: the clone's (10 reports x 10 features, its normaliser). Frozen clone "
+                "trunk (2 x 64 tanh) -> f_c; learner trunk (2 x 64 tanh) -> f_r; gates "
+                "w_c = sigmoid(W_c [f_c, f_r] + b_c), w_r = sigmoid(W_r [f_c, f_r] + b_r), "
+                f"initialised W = 0, b_c = {CLONE_GATE_BIAS}, b_r = {LEARNER_GATE_BIAS}; fused = "
+                "w_c * f_c + w_r * f_r (element-wise); linear action head initialised from the "
+                f"clone's. Action a in [-1, 1]: next rate = previous x 2^({ACTION_LOG2_RANGE} a), "
+                "every feedback report (100 ms); deterministic at run time, numpy."
+            ),
+            "Data": (
+                f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
+                f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
+                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %. Clone: "
+                f"{clone_path(args)}; learner initialised from {learner_from or 'random'}. PPO: "
+                f"{model.num_timesteps} steps ({args.warmup_steps} critic-only warm-up), "
+                f"{max(1, args.workers)} environment(s) x {args.n_steps} steps per update, "
+                f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, gamma {args.gamma}, GAE "
+                f"{args.gae_lambda}, clip {args.clip}, log-std init {args.log_std_init}. Reward "
+                f"weights {Reward()}. Seed {args.seed}."
+            ),
+            "Measured": f"Training time {meta['train_minutes']:.1f} min. "
+            + describe_closed_loop(loop),
+            "Meta": f"```json\n{json.dumps(meta, indent=1, sort_keys=True)}\n```",
+        },
+    )
+    return path

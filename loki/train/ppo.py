@@ -1,0 +1,203 @@
+"""What the three PPO trainings (``rl``, ``loki``, ``hybrid``) share.
+
+The environment (:class:`~loki.train.env.ControllerEnv`), the progress bar and learning curve
+(:class:`CurveCallback`), the clone model every learned controller builds on (its observation
+normaliser; Loki also its trunk and head), the closed-loop check against GCC on validation
+links of the training families, and the export of the actor to ``model.npz``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
+
+from loki.api import ControllerConfig
+from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
+from loki.nn import load_model
+from loki.train.common import CsvLog, RangeTracker, TrainArgs
+from loki.train.data import EpisodeSpec, LinkRanges, draw_spec, training_trace_paths
+from loki.train.env import ControllerEnv, Reward
+from loki.train.parallel import Executor, make_vec_env
+from loki.train.rollout import run_session
+
+CURVE_COLUMNS = [
+    "timesteps",
+    "episodes",
+    "reward",
+    "utilisation",
+    "frozen_share",
+    "excess_delay_s",
+    "loss",
+    "change_log2",
+    "fallbacks",
+    "approx_kl",
+    "value_loss",
+    "std",
+]
+
+
+@dataclass
+class PpoArgs(TrainArgs):
+    clone: Path | None = None  # default: loki/models/gcc-clone/model.npz
+    episode_s: float = 30.0
+    n_steps: int = 1024  # per environment per update
+    batch: int = 256
+    epochs: int = 5
+    lr: float = 3e-4
+    gamma: float = 0.98
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    log_std_init: float = -1.0
+    val_share: float = 0.1
+    val_episodes: int = 32
+
+
+def clone_path(args: PpoArgs) -> Path:
+    return Path(args.clone) if args.clone else MODEL_DIR / REGISTERED["gcc-clone"] / MODEL_FILE
+
+
+def load_clone(args: PpoArgs) -> dict[str, np.ndarray]:
+    path = clone_path(args)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no clone model at {path}: train it first ('loki train clone'); every learned "
+            f"controller uses its observation normaliser"
+        )
+    return load_model(path)
+
+
+def split_traces(args: PpoArgs, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """(fit, validation) trace paths of the training families, split by trace."""
+    paths = training_trace_paths(args.traces)
+    if len(paths) < 2:
+        return paths, paths
+    order = rng.permutation(len(paths))
+    n_val = max(1, round(args.val_share * len(paths)))
+    return [paths[i] for i in order[n_val:]], [paths[i] for i in order[:n_val]]
+
+
+def _env(paths, factory, episode_s, seed):
+    return ControllerEnv(
+        paths, factory, episode_s=episode_s, ranges=LinkRanges(), reward=Reward(), seed=seed
+    )
+
+
+def make_envs(args: PpoArgs, paths: list[str], controller_cls):
+    """One environment per worker (at least one), each seeded from the run's seed."""
+    factory = functools.partial(controller_cls, ControllerConfig())
+    n_envs = max(1, args.workers)
+    fns = [
+        functools.partial(_env, paths, factory, args.episode_s, args.seed * 1000 + i)
+        for i in range(n_envs)
+    ]
+    return make_vec_env(fns, args.workers, args.ray_address)
+
+
+class CurveCallback(BaseCallback):
+    """tqdm progress over timesteps, one CSV row per rollout, the guard's range of inputs."""
+
+    def __init__(self, log: CsvLog, total_steps: int, obs_size: int, desc: str) -> None:
+        super().__init__()
+        self.log = log
+        self.total = total_steps
+        self.desc = desc
+        self.seen = RangeTracker(obs_size)
+        self.episodes = 0
+        self._sums: dict[str, float] = {}
+        self._n = 0
+        self._bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        self._bar = tqdm(total=self.total, desc=self.desc, unit="step")
+
+    def _on_step(self) -> bool:
+        self.seen.update(self.locals["new_obs"])
+        for info, r in zip(self.locals["infos"], self.locals["rewards"], strict=True):
+            s = info.get("stats")
+            if s is not None:
+                for k, v in s.items():
+                    self._sums[k] = self._sums.get(k, 0.0) + v
+            self._sums["reward"] = self._sums.get("reward", 0.0) + float(r)
+            self._sums["fallbacks"] = self._sums.get("fallbacks", 0.0) + info.get("fallback", 0)
+            self._n += 1
+            if "episode" in info or info.get("TimeLimit.truncated"):
+                self.episodes += 1
+        if self._bar is not None:
+            self._bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        n = max(self._n, 1)
+        vals = self.logger.name_to_value
+        row = {k: v / n for k, v in self._sums.items()}
+        row["fallbacks"] = self._sums.get("fallbacks", 0.0)
+        self.log.row(
+            timesteps=self.num_timesteps,
+            episodes=self.episodes,
+            approx_kl=float(vals.get("train/approx_kl", float("nan"))),
+            value_loss=float(vals.get("train/value_loss", float("nan"))),
+            std=float(vals.get("train/std", float("nan"))),
+            **row,
+        )
+        if self._bar is not None:
+            self._bar.set_postfix(reward=f"{row.get('reward', 0.0):.3f}")
+        self._sums, self._n = {}, 0
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def validation_specs(args: PpoArgs, val_paths: list[str]) -> list[EpisodeSpec]:
+    rng = np.random.default_rng(args.seed + 7919)
+    return [draw_spec(val_paths, rng, 60.0, LinkRanges()) for _ in range(args.val_episodes)]
+
+
+def closed_loop(args: PpoArgs, specs: list[EpisodeSpec], model: Path) -> dict:
+    """Paired figures of the model against GCC on validation links of the training families."""
+    with Executor(args.workers, args.ray_address) as ex:
+        rows = ex.map(run_session, [(s, c) for c in ("gcc", str(model)) for s in specs])
+    gcc, ours = rows[: len(specs)], rows[len(specs) :]
+
+    def agg(rs):
+        stall = np.array([r["stall_rate"] for r in rs])
+        return {
+            "kbps": float(np.mean([r["bitrate_kbps"] for r in rs])),
+            "stall": float(stall.mean()),
+            "stall_p95": float(np.percentile(stall, 95)),
+            "fd_p95": float(np.mean([r["frame_delay_p95_ms"] for r in rs])),
+            "change_log2": float(np.mean([r["change_log2"] for r in rs])),
+            "fallbacks": int(sum(r["fallbacks"] for r in rs)),
+            "decisions": int(sum(r["decisions"] for r in rs)),
+        }
+
+    return {"gcc": agg(gcc), "model": agg(ours), "episodes": len(specs)}
+
+
+def describe_closed_loop(loop: dict) -> str:
+    g, m = loop["gcc"], loop["model"]
+
+    def rel(a, b):
+        return f"{(a - b) / b:+.1%}" if b else "n/a"
+
+    return (
+        f"Closed loop against GCC on {loop['episodes']} validation links of the training "
+        f"families (60 s, traces not used for fitting): bitrate {m['kbps']:.0f} vs "
+        f"{g['kbps']:.0f} kbps ({rel(m['kbps'], g['kbps'])}); mean stall rate {m['stall']:.4f} vs"
+        f" {g['stall']:.4f} ({rel(m['stall'], g['stall'])}); p95 stall rate "
+        f"{m['stall_p95']:.4f} vs {g['stall_p95']:.4f}; mean p95 frame delay "
+        f"{m['fd_p95']:.0f} vs {g['fd_p95']:.0f} ms; mean |log2 rate change| per decision "
+        f"{m['change_log2']:.4f} vs {g['change_log2']:.4f}; guard fallbacks "
+        f"{m['fallbacks']} of {m['decisions']} decisions."
+    )
+
+
+def set_torch_threads() -> None:
+    # Tiny networks: one thread is fastest, and leaves the other core to the rollout workers.
+    torch.set_num_threads(1)

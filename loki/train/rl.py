@@ -1,0 +1,146 @@
+"""Train ``rl``: the learning actor alone (OnRL-like), PPO over randomised links.
+
+Read top to bottom:
+
+1. Load the clone model: its observation normaliser (fitted on GCC's trajectories) is the one
+   every learned controller uses, so all of them read the same scaled inputs.
+2. Environments: a :class:`~loki.learned.controller.RatioController` (next rate = previous x
+   2 ** a) driven by the agent over links drawn from the training traces (trace, start offset,
+   one-way delay, queue, random loss); one environment per worker process (or Ray actor).
+3. PPO (stable-baselines3) with :class:`~loki.train.sb3_policies.NormalizedMlpPolicy`: actor
+   and critic 2 x 64 tanh, initialised at random (this model learns without GCC's help).
+4. Export the actor (trunk + head) to ``model.npz`` with the normaliser and the range of
+   inputs seen in training (the guard's), run it closed loop against GCC on validation links,
+   and write ``card.md``; the learning curve is ``curve.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3 import PPO
+
+from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
+from loki.train.common import (
+    CURVE_FILE,
+    CsvLog,
+    Stopwatch,
+    out_dir,
+    seed_everything,
+    write_card,
+    write_model,
+)
+from loki.train.env import Reward
+from loki.train.ppo import (
+    CURVE_COLUMNS,
+    CurveCallback,
+    PpoArgs,
+    closed_loop,
+    describe_closed_loop,
+    load_clone,
+    make_envs,
+    set_torch_threads,
+    split_traces,
+    validation_specs,
+)
+from loki.train.sb3_policies import NormalizedMlpPolicy, mlp_policy_kwargs
+
+NAME = "rl"
+
+
+@dataclass
+class RlArgs(PpoArgs):
+    steps: int = 300_000
+    lr: float = 3e-4
+    log_std_init: float = -1.0
+
+
+def train(args: RlArgs) -> Path:
+    clock = Stopwatch()
+    seed_everything(args.seed)
+    set_torch_threads()
+    out = out_dir(args, NAME)
+    clone = load_clone(args)
+    mean, std = clone["obs_mean"], clone["obs_std"]
+    fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
+
+    env = make_envs(args, fit_paths, RatioController)
+    model = PPO(
+        NormalizedMlpPolicy,
+        env,
+        learning_rate=args.lr,
+        n_steps=args.n_steps,
+        batch_size=args.batch,
+        n_epochs=args.epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip,
+        ent_coef=0.0,
+        max_grad_norm=0.5,
+        policy_kwargs=mlp_policy_kwargs(mean, std, args.log_std_init),
+        seed=args.seed,
+        device="cpu",
+        verbose=0,
+    )
+    log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
+    curve = CurveCallback(log, args.steps, RatioController.obs_size, desc=f"train {NAME}")
+    model.learn(total_timesteps=args.steps, callback=curve)
+    env.close()
+    log.close()
+
+    low, high = curve.seen.bounds()
+    meta = {
+        "kind": "rl",
+        "seed": args.seed,
+        "steps": int(model.num_timesteps),
+        "command": args.command,
+    }
+    path = write_model(
+        out,
+        model.policy.export_actor(),
+        obs_mean=mean,
+        obs_std=std,
+        obs_low=low,
+        obs_high=high,
+        meta=meta,
+    )
+    loop = closed_loop(args, validation_specs(args, val_paths), path)
+    meta["train_minutes"] = round(clock.minutes, 2)
+    write_model(
+        out,
+        model.policy.export_actor(),
+        obs_mean=mean,
+        obs_std=std,
+        obs_low=low,
+        obs_high=high,
+        meta=meta,
+    )
+    write_card(
+        out,
+        "rl: the learning actor alone (PPO, OnRL-like)",
+        {
+            "Command": f"`{args.command}`",
+            "Model": (
+                f"Observation: the clone's (10 reports x 10 features, its normaliser). Actor 2 x 64 "
+                f"tanh + linear head, random initialisation; action a in [-1, 1], next rate = "
+                f"previous x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms). Critic "
+                f"2 x 64 tanh (training only). Deterministic (mean) action at run time, numpy."
+            ),
+            "Data": (
+                f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
+                f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
+                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %. PPO: "
+                f"{model.num_timesteps} steps, {max(1, args.workers)} environment(s) x "
+                f"{args.n_steps} steps per update, {args.epochs} epochs, batch {args.batch}, lr "
+                f"{args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
+                f"log-std init {args.log_std_init}. Reward weights {Reward()}. Seed {args.seed}."
+            ),
+            "Measured": f"Training time {meta['train_minutes']:.1f} min. "
+            + describe_closed_loop(loop),
+            "Meta": f"```json\n{json.dumps(meta, indent=1, sort_keys=True)}\n```",
+        },
+    )
+    return path

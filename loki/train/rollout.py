@@ -1,0 +1,54 @@
+"""One emulated session of any controller, as a picklable job for :class:`Executor`.
+
+Used by the clone's closed-loop validation, by the evaluation, and by the benchmarks of the
+learned controllers: a controller is named as the registry knows it (``gcc``, ``loki``) or by
+the path of an exported model (``out/loki/model.npz``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from loki.api import Controller
+from loki.emu.session import Session, SessionConfig
+from loki.train.data import EpisodeSpec
+
+MODEL_SUFFIX = ".npz"
+
+
+def build_controller(controller: str) -> Controller:
+    if controller.endswith(MODEL_SUFFIX):
+        from loki.learned.models import controller_from_model
+
+        return controller_from_model(controller)
+    from loki.controllers import make_controller
+
+    return make_controller(controller)
+
+
+def mean_abs_log2_change(rates_bps: list[int] | np.ndarray) -> float:
+    """Mean |log2(rate_k / rate_k-1)| over consecutive decisions: the smoothness figure."""
+    r = np.asarray(rates_bps, dtype=np.float64)
+    if r.size < 2:
+        return 0.0
+    return float(np.mean(np.abs(np.diff(np.log2(np.maximum(r, 1.0))))))
+
+
+def run_session(job: tuple[EpisodeSpec, str]) -> dict:
+    """QoE of one controller on one episode, plus smoothness and guard figures."""
+    spec, controller = job
+    ctl = build_controller(controller)
+    link = spec.link()
+    session = Session(ctl, link, SessionConfig(duration_s=spec.duration_s, seed=spec.seed))
+    res = session.run()
+    row = res.qoe.to_dict()
+    row["controller"] = controller
+    row["trace"] = spec.trace_path
+    row["offset_ms"] = spec.offset_ms
+    row["delay_ms"] = spec.delay_ms
+    row["queue_packets"] = spec.queue_packets
+    row["loss"] = spec.loss
+    row["change_log2"] = mean_abs_log2_change([r for _, r in res.decisions])
+    row["decisions"] = len(res.decisions)
+    row["fallbacks"] = int(getattr(ctl, "fallbacks", 0))
+    return row

@@ -1,0 +1,279 @@
+"""Run any :class:`loki.api.Controller` on a real aiortc video sender: :func:`attach`.
+
+    pc.addTrack(track)                 # or pc.addTransceiver(track, "send")
+    live = attach(sender, make_controller("gcc"))
+    ... negotiate, stream ...
+    live.stop()
+
+The data path, each stage in its own module: the patch stamps transport-wide sequence numbers
+and records each packet (:mod:`rtc.aiortc_patch`), the receiver reports arrivals
+(transport-cc), :class:`rtc.feedback_adapter.TransportFeedbackAdapter` joins them into a
+:class:`loki.api.TransportFeedback`, the controller decides, and its target drives the encoder
+(:class:`rtc.vp8_encoder.LiveVp8Encoder`, no keyframe on a rate change) and the pacer
+(:class:`rtc.pacer.LivePacer`, 2.5x the target). RTT and loss come from RTCP SR/RR
+(:mod:`rtc.rtcp_reports`); ``on_process_interval`` runs every 25 ms.
+
+The encoder is given the target less packet overhead at full-size packets, exactly as the
+emulator does (``loki.emu.session``), so the two split the same target the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCRtpSender, rtp
+
+from loki.api import Controller
+from rtc import aiortc_patch
+from rtc.feedback_adapter import TransportFeedbackAdapter
+from rtc.pacer import LivePacer
+from rtc.rtcp_reports import LossFromReports, RttFromReports
+from rtc.transport_feedback import TransportCcFeedback
+from rtc.vp8_encoder import MAX_PAYLOAD_BYTES, EncodedFrameInfo, LiveVp8Encoder
+
+logger = logging.getLogger(__name__)
+
+PROCESS_INTERVAL_MS = 25
+#: IP overhead of a media packet the emulator assumes (RTP 12 + TWCC ext 8 + SRTP 10 + UDP/IP 28).
+PACKET_OVERHEAD_BYTES = 58
+#: Recent media packets kept to be re-sent as RTX probe padding.
+RECENT_MEDIA_PACKETS = 32
+
+
+def encoder_target_bps(target_bps: int) -> int:
+    """The share of a send target left for video payload at full-size packets."""
+    return int(target_bps * MAX_PAYLOAD_BYTES / (MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES))
+
+
+@dataclass
+class LiveLog:
+    """What a live sender did, for reports and tests (times on the session clock, us)."""
+
+    #: (time_us, target_bps) after every controller decision that changed the target.
+    targets: list[tuple[int, int]] = field(default_factory=list)
+    #: (time_us, rtp_timestamp, picture_id, size_bytes, keyframe, target_bps) per encoded frame.
+    frames: list[tuple[int, int, int, int, bool, int]] = field(default_factory=list)
+    #: (time_us, rtt_us) per RTT sample.
+    rtts: list[tuple[int, int]] = field(default_factory=list)
+    #: (time_us, lost, expected) per receiver report.
+    losses: list[tuple[int, int, int]] = field(default_factory=list)
+    feedback_reports: int = 0
+    #: Time spent inside the controller's methods (perf counter, ns).
+    controller_ns: int = 0
+    controller_calls: int = 0
+
+
+class LiveController:
+    """The handle :func:`attach` returns: owns the encoder, pacer and feedback plumbing."""
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        controller: Controller,
+        *,
+        pacing: bool = True,
+        keyframe_interval_s: float = 0.0,
+        clock_us: Callable[[], int] = aiortc_patch.now_us,
+        on_decision: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if sender.kind != "video":
+            raise ValueError("attach() drives a video sender")
+        aiortc_patch.install()
+        self.sender = sender
+        self.controller = controller
+        self.clock_us = clock_us
+        self.log = LiveLog()
+        self._on_decision = on_decision
+        self._hooks = aiortc_patch.hooks_of(sender.transport)
+        self.adapter = TransportFeedbackAdapter(self._hooks.history)
+        self._rtt = RttFromReports()
+        self._loss = LossFromReports()
+        self._target_bps = controller.target_bps
+        self.encoder = LiveVp8Encoder(
+            encoder_target_bps(self._target_bps),
+            keyframe_interval_s=keyframe_interval_s,
+            on_frame=self._on_frame,
+            clock_us=clock_us,
+        )
+        aiortc_patch.install_encoder(sender, self.encoder)
+        self._recent_media: deque[bytes] = deque(maxlen=RECENT_MEDIA_PACKETS)
+        self._probe_pick = 0
+        self.pacer: LivePacer | None = None
+        if pacing:
+            self.pacer = LivePacer(
+                self._hooks.transmit,
+                clock_us,
+                self._target_bps,
+                is_retransmission=self._is_rtx,
+                make_probe=self._make_probe,
+            )
+            self._hooks.egress = self._egress
+        self._hooks.feedback_listeners.append(self._on_feedback)
+        self._hooks.rtcp_listeners.append(self._on_rtcp)
+        self._hooks.rtcp_sent_listeners.append(self._on_rtcp_sent)
+        self._process_task = asyncio.ensure_future(self._run_process())
+        self._take_probes()
+
+    # -- the controller ------------------------------------------------------------------------
+    @property
+    def target_bps(self) -> int:
+        return self._target_bps
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return fn(*args)
+        finally:
+            self.log.controller_ns += time.perf_counter_ns() - t0
+            self.log.controller_calls += 1
+
+    def _apply(self, now_us: int) -> None:
+        target = self.controller.target_bps
+        if target != self._target_bps:
+            self._target_bps = target
+            self.encoder.set_target_bps(encoder_target_bps(target))
+            if self.pacer is not None:
+                self.pacer.set_target(target)
+            self.log.targets.append((now_us, target))
+            if self._on_decision is not None:
+                self._on_decision(now_us, target)
+        self._take_probes()
+
+    def _take_probes(self) -> None:
+        clusters = self.controller.pop_probe_clusters()
+        if self.pacer is not None:
+            for c in clusters:
+                self.pacer.add_probe_cluster(c)
+
+    def _on_feedback(self, feedback: TransportCcFeedback, arrival_us: int) -> None:
+        report = self.adapter.on_feedback(feedback, arrival_us)
+        if report is None:
+            return
+        self.log.feedback_reports += 1
+        self._timed(self.controller.on_feedback, report)
+        self._apply(arrival_us)
+
+    def _on_rtcp(self, packet: Any, arrival_us: int) -> None:
+        if not isinstance(packet, (rtp.RtcpRrPacket, rtp.RtcpSrPacket)):
+            return
+        ssrc = aiortc_patch.media_ssrc(self.sender)
+        for block in packet.reports:
+            if block.ssrc != ssrc:
+                continue
+            rtt = self._rtt.on_report_block(block.lsr, block.dlsr, arrival_us)
+            if rtt is not None:
+                self.log.rtts.append((arrival_us, rtt))
+                self._timed(self.controller.on_rtt, rtt, arrival_us)
+            loss = self._loss.on_report_block(block.packets_lost, block.highest_sequence)
+            if loss is not None:
+                self.log.losses.append((arrival_us, *loss))
+                self._timed(self.controller.on_loss_report, loss[0], loss[1], arrival_us)
+            self._apply(arrival_us)
+
+    def _on_rtcp_sent(self, data: bytes, sent_us: int) -> None:
+        try:
+            packets = rtp.RtcpPacket.parse(data)
+        except ValueError:
+            return
+        for packet in packets:
+            if isinstance(packet, rtp.RtcpSrPacket):
+                self._rtt.on_sr_sent(packet.sender_info.ntp_timestamp, sent_us)
+
+    async def _run_process(self) -> None:
+        interval_s = PROCESS_INTERVAL_MS / 1000.0
+        next_s = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                next_s += interval_s
+                await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+                now = self.clock_us()
+                self._timed(self.controller.on_process_interval, now)
+                self._apply(now)
+
+    # -- encoder and pacer plumbing -------------------------------------------------------------
+    def _on_frame(self, info: EncodedFrameInfo) -> None:
+        # Runs in the encoder's thread; list.append is atomic under the GIL.
+        self.log.frames.append(
+            (
+                self.clock_us(),
+                info.rtp_timestamp,
+                info.picture_id,
+                info.size_bytes,
+                info.keyframe,
+                info.target_bps,
+            )
+        )
+
+    def _is_rtx(self, data: bytes) -> bool:
+        pt = aiortc_patch.rtx_payload_type(self.sender)
+        return pt is not None and len(data) > 1 and (data[1] & 0x7F) == pt
+
+    async def _egress(self, data: bytes) -> None:
+        if not self._is_rtx(data):
+            self._recent_media.append(data)
+        assert self.pacer is not None
+        await self.pacer.enqueue(data)
+
+    def _make_probe(self) -> bytes | None:
+        """An RTX copy of a recent media packet, with its own RTX sequence number."""
+        pt = aiortc_patch.rtx_payload_type(self.sender)
+        if pt is None or not self._recent_media:
+            return None
+        self._probe_pick = (self._probe_pick + 1) % len(self._recent_media)
+        ext_map = self.sender.transport._rtp_header_extensions_map
+        original = rtp.RtpPacket.parse(self._recent_media[self._probe_pick], ext_map)
+        packet = rtp.wrap_rtx(
+            original,
+            payload_type=pt,
+            sequence_number=aiortc_patch.take_rtx_sequence_number(self.sender),
+            ssrc=aiortc_patch.rtx_ssrc(self.sender),
+        )
+        return packet.serialize(ext_map)
+
+    # -- figures ---------------------------------------------------------------------------------
+    @property
+    def sent_bytes(self) -> int:
+        """Bytes sent (IP size) on this sender's transport so far."""
+        return self._hooks.sent_bytes
+
+    def stop(self) -> None:
+        self._process_task.cancel()
+        if self.pacer is not None:
+            self.pacer.stop()
+        hooks = self._hooks
+        hooks.egress = None
+        for lst, fn in (
+            (hooks.feedback_listeners, self._on_feedback),
+            (hooks.rtcp_listeners, self._on_rtcp),
+            (hooks.rtcp_sent_listeners, self._on_rtcp_sent),
+        ):
+            with contextlib.suppress(ValueError):
+                lst.remove(fn)
+
+
+def attach(
+    sender: RTCRtpSender,
+    controller: Controller,
+    *,
+    pacing: bool = True,
+    keyframe_interval_s: float = 0.0,
+    on_decision: Callable[[int, int], None] | None = None,
+) -> LiveController:
+    """Drive ``sender``'s video with ``controller``; call before the first frame is encoded.
+
+    ``on_decision(time_us, target_bps)`` is told about every change of target.
+    """
+    return LiveController(
+        sender,
+        controller,
+        pacing=pacing,
+        keyframe_interval_s=keyframe_interval_s,
+        on_decision=on_decision,
+    )
