@@ -74,7 +74,7 @@ def test_outputs_and_resume(trace_dir: Path, tmp_path: Path, monkeypatch) -> Non
     assert "| oracle |" in (out / "report.md").read_text()
 
     # A second run finds every session done and runs none.
-    def no_session(task):
+    def no_session(task, code=""):
         raise AssertionError(f"session rerun: {task}")
 
     monkeypatch.setattr(runner, "run_task", no_session)
@@ -94,7 +94,7 @@ def test_resume_after_a_torn_line(trace_dir: Path, tmp_path: Path, monkeypatch) 
     log.write_text(first + "\n" + second[: len(second) // 2])  # killed mid-write
     ran = []
     real = runner.run_task
-    monkeypatch.setattr(runner, "run_task", lambda t: ran.append(t) or real(t))
+    monkeypatch.setattr(runner, "run_task", lambda t, code: ran.append(t) or real(t, code))
     runner.run(options(trace_dir, out, controllers=["gcc"], plots=False), echo=quiet)
     assert len(ran) == 1
     assert json.loads(second)["key"] == ran[0].key
@@ -112,6 +112,19 @@ def test_new_settings_are_new_sessions(trace_dir: Path, tmp_path: Path) -> None:
         options(trace_dir, out, controllers=["gcc"], plots=False, delays_ms=[40]), echo=quiet
     )
     assert len(SessionLog(out).records) == 6
+
+
+def test_resume_warns_about_sessions_from_other_code(
+    trace_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    runner.run(options(trace_dir, out, controllers=["gcc"], plots=False), echo=quiet)
+    assert {r["code"] for r in SessionLog(out).records.values()} == {sessions.code_fingerprint()}
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited")
+    said: list[str] = []
+    runner.run(options(trace_dir, out, controllers=["gcc"], plots=False), echo=said.append)
+    assert any("2 finished sessions" in m and "different code" in m for m in said)
+    assert len(SessionLog(out).records) == 2  # kept, not rerun
 
 
 def test_two_workers(trace_dir: Path, tmp_path: Path) -> None:
@@ -173,14 +186,14 @@ def fake_ray() -> types.ModuleType:
 
     def remote(**_opts):
         def wrap(fn):
-            return types.SimpleNamespace(remote=lambda arg: Ref(fn, arg))
+            return types.SimpleNamespace(remote=lambda *args: Ref(fn, args))
 
         return wrap
 
     ray.init = lambda **kw: ray.inits.append(kw)
     ray.remote = remote
     ray.wait = lambda refs, num_returns=1: (refs[:num_returns], refs[num_returns:])
-    ray.get = lambda ref: ref.fn(ref.arg)
+    ray.get = lambda ref: ref.fn(*ref.arg)
     return ray
 
 

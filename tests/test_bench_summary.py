@@ -200,5 +200,7 @@ def test_markdown_report_has_the_tables() -> None:
     assert "## Against gcc (paired)" in md
     assert "**+10.0 % [+10.0, +10.0]**" in md  # rl's bitrate change, overall and per family
     assert "## Family `cell`" in md and "## Family `wired`" in md
+    assert "| rl | 20 | **" in md
+    assert "| rl | 8 (too few for an interval) |" in md  # the wired family's comparison
     assert "![throughput_delay](throughput_delay.png)" in md
     assert md.endswith("\n")

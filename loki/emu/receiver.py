@@ -10,7 +10,13 @@ Behaviour follows libwebrtc's receive side where it shapes stalls and delays:
 * Frame buffer (``FrameBuffer`` in ``modules/video_coding``): a frame is decodable when it is
   complete and is a keyframe, or when its predecessor was decoded (VP8 without temporal layers
   references the previous frame). A complete keyframe makes older frames obsolete.
-  Frames render as soon as they are decodable (minimum playout delay).
+* Playout (``VCMTiming`` with ``JitterEstimator``): a decoded frame renders at
+  ``capture + base transit + current delay`` or when it is decoded, whichever is later, in
+  order. The target delay is a jitter estimate (2.33 standard deviations of the frame-delay
+  variation plus 10 ms of OS jitter) plus one RTT once :data:`NACK_LIMIT` frames needed a
+  retransmission, so that retransmitted packets arrive inside the buffer instead of freezing
+  the video; the current delay rises to the target at once and falls by at most
+  :data:`DELAY_DECREASE_US_PER_S` per second.
 * ``VideoReceiveStream2``: with no decodable frame for :data:`MAX_WAIT_FOR_FRAME_US` (3 s),
   or once NACK gave up on a packet, a keyframe is required: ask for one (PLI), and again every
   :data:`KEYFRAME_WAIT_US` until one decodes — but not while packets of a keyframe are arriving
@@ -28,6 +34,16 @@ MAX_NACK_RETRIES = 10
 DEFAULT_RTT_US = 100_000
 KEYFRAME_WAIT_US = 200_000
 MAX_WAIT_FOR_FRAME_US = 3_000_000
+#: Frames that needed a retransmission before the jitter buffer adds an RTT (``kNackLimit``).
+NACK_LIMIT = 3
+NOISE_STD_DEVS = 2.33
+OS_JITTER_US = 10_000
+#: ``VCMTiming``: the current delay may fall by this much per second of capture time.
+DELAY_DECREASE_US_PER_S = 100_000
+#: Weight of a new frame in the frame-delay variance (about one second of frames).
+JITTER_ALPHA = 1.0 / 30.0
+#: libwebrtc's default upper bound on the playout delay.
+MAX_PLAYOUT_DELAY_US = 10_000_000
 #: A NACK list longer than this is given up for a keyframe (libwebrtc kMaxNackPackets).
 MAX_NACK_PACKETS = 1_000
 
@@ -54,6 +70,14 @@ class Receiver:
         "_nack",
         "_rr_expected_base",
         "_rr_received",
+        "_current_delay_us",
+        "_delay_var_us2",
+        "_frames_nacked",
+        "_last_capture_us",
+        "_last_complete_us",
+        "_last_render_us",
+        "_min_transit_us",
+        "_nacked_frames",
         "frame_bytes_rendered",
         "frame_delay_ms",
         "render_ms",
@@ -91,6 +115,14 @@ class Receiver:
         self.render_ms: list[float] = []
         self.frame_delay_ms: list[float] = []
         self.frame_bytes_rendered = 0
+        self._nacked_frames: set[int] = set()
+        self._frames_nacked = 0
+        self._min_transit_us: int | None = None
+        self._delay_var_us2 = 0.0
+        self._current_delay_us = 0.0
+        self._last_capture_us: int | None = None
+        self._last_complete_us = 0
+        self._last_render_us = 0
 
     # -- packets -------------------------------------------------------------------------
     def on_packet(
@@ -128,6 +160,8 @@ class Receiver:
             return False
         if self._frame_is_key[frame_id]:
             self._last_keyframe_packet_us = arrival_us
+        if is_rtx:
+            self._nacked_frames.add(frame_id)
         got = self._frames_got.get(frame_id, 0) + 1
         self._frames_got[frame_id] = got
         if frame_id > self._max_frame_seen:
@@ -167,9 +201,45 @@ class Receiver:
                 del self._nack[s]
         self._last_decoded = frame_id
         self._last_decode_us = now_us
-        self.render_ms.append(now_us / 1000.0)
-        self.frame_delay_ms.append((now_us - self._frame_capture_us[frame_id]) / 1000.0)
+        capture = self._frame_capture_us[frame_id]
+        render = self._render_time_us(frame_id, capture, now_us)
+        self.render_ms.append(render / 1000.0)
+        self.frame_delay_ms.append((render - capture) / 1000.0)
         self.frame_bytes_rendered += self._frame_bytes[frame_id]
+
+    def _render_time_us(self, frame_id: int, capture_us: int, decoded_us: int) -> int:
+        """Playout time of a decoded frame (see the module docstring)."""
+        retransmitted = frame_id in self._nacked_frames
+        if retransmitted:
+            self._nacked_frames.discard(frame_id)
+            self._frames_nacked += 1
+        transit = decoded_us - capture_us
+        if self._min_transit_us is None or transit < self._min_transit_us:
+            self._min_transit_us = transit
+        last_capture = self._last_capture_us
+        if last_capture is not None and not retransmitted:
+            # Frame-delay variation: how much later than its capture spacing a frame completed;
+            # frames delayed by retransmission are left out, as libwebrtc leaves them out.
+            d = (decoded_us - self._last_complete_us) - (capture_us - last_capture)
+            self._delay_var_us2 += JITTER_ALPHA * (d * d - self._delay_var_us2)
+            elapsed = capture_us - last_capture
+        else:
+            elapsed = 0
+        self._last_capture_us = capture_us
+        self._last_complete_us = decoded_us
+        target = NOISE_STD_DEVS * self._delay_var_us2**0.5 + OS_JITTER_US
+        if self._frames_nacked >= NACK_LIMIT:
+            target += self.rtt_us
+        target = min(target, MAX_PLAYOUT_DELAY_US)
+        cur = self._current_delay_us
+        if target >= cur:
+            cur = target
+        else:
+            cur = max(target, cur - DELAY_DECREASE_US_PER_S * elapsed / 1e6)
+        self._current_delay_us = cur
+        render = max(decoded_us, capture_us + self._min_transit_us + int(cur), self._last_render_us)
+        self._last_render_us = render
+        return render
 
     # -- periodic work ---------------------------------------------------------------------
     def nack_retries(self, now_us: int) -> tuple[list[int], bool]:

@@ -156,6 +156,7 @@ class Session:
         self._rtp_frame: list[int] = []
         self._rtp_last_tx_us: list[int] = []
         self._rtp_first_tx_us: list[int] = []
+        self._rtp_retransmitted: list[bool] = []
         # Frame tables, indexed by frame id.
         self.frame_npkts: list[int] = []
         self.frame_is_key: list[bool] = []
@@ -259,6 +260,7 @@ class Session:
             self._rtp_frame.append(fid)
             self._rtp_last_tx_us.append(-1)
             self._rtp_first_tx_us.append(now_us)
+            self._rtp_retransmitted.append(False)
             self.pacer.enqueue((ip, rtp, fid, -1), now_us)
         self._schedule_pace(now_us)
 
@@ -279,8 +281,9 @@ class Session:
             last = self._rtp_last_tx_us[s]
             if last < 0 or now_us - self._rtp_first_tx_us[s] > max(RTX_HISTORY_US, 3 * rtt):
                 continue  # not sent yet, or gone from the history
-            if now_us - last < rtt:
-                continue  # retransmitted less than an RTT ago
+            if self._rtp_retransmitted[s] and now_us - last < rtt:
+                continue  # already retransmitted less than an RTT ago (RtpPacketHistory)
+            self._rtp_retransmitted[s] = True
             self._rtp_last_tx_us[s] = now_us
             self.pacer.enqueue_retransmission(
                 (self._rtp_size[s], s, self._rtp_frame[s], -1), now_us
