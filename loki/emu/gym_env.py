@@ -25,7 +25,7 @@ import numpy as np
 
 from loki.api import Controller, ControllerConfig, TransportFeedback
 from loki.emu.session import LinkConfig, Session, SessionConfig
-from loki.features import OBS_SIZE, FeatureBuilder
+from loki.features import FEATURE_HIGH, FEATURE_LOW, HISTORY, OBS_SIZE, FeatureBuilder
 from traces.trace import Trace
 
 
@@ -112,7 +112,9 @@ class StreamingEnv(gym.Env):
         self.reward_fn = reward
         self.link = link or LinkRandomizer()
         self.cc = controller_config or ControllerConfig()
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_SIZE,), np.float32)
+        self.observation_space = gym.spaces.Box(
+            np.tile(FEATURE_LOW, HISTORY), np.tile(FEATURE_HIGH, HISTORY), (OBS_SIZE,), np.float32
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._rng = np.random.default_rng(seed)
         self.session: Session | None = None
