@@ -6,7 +6,10 @@ sends transport-cc feedback and misreads Chromium's as a NACK (``shared/docs/aio
 checked against:
 
 * ``codecs.HEADER_EXTENSIONS`` / ``codecs.CODECS``: the video header extension
-  :data:`TRANSPORT_CC_URI` and ``a=rtcp-fb:<pt> transport-cc`` are offered and accepted;
+  :data:`TRANSPORT_CC_URI` and ``a=rtcp-fb:<pt> transport-cc`` are offered and accepted, and
+  abs-send-time is no longer offered: with send-side estimation the receiver's REMB estimator
+  has no job (libwebrtc runs one or the other), and aiortc's costs a 30 ms stall on the first
+  packet plus about 60 us per packet;
 * ``RtcpRtpfbPacket.parse``: FMT=15 becomes a :class:`TransportCcRtcp` parsed by
   :mod:`rtc.transport_feedback` (a malformed one is kept, marked, so the rest of its compound
   packet still arrives); NACK (FMT=1) parsing is unchanged;
@@ -60,6 +63,7 @@ logger = logging.getLogger(__name__)
 #: aiortc versions whose internals this module was read against and tested with.
 TESTED_AIORTC_VERSIONS = frozenset({"1.16.0"})
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 #: aiortc shares one id space over audio and video (BUNDLE); 1-3 are taken.
 TRANSPORT_CC_EXTENSION_ID = 5
 #: Receiver report interval: inside libwebrtc's 50-100 ms range, and the emulator's default.
@@ -286,6 +290,7 @@ def _register_rtp_receiver(self: Any, receiver: Any, parameters: Any) -> None:
 
 def _negotiate_transport_cc() -> None:
     video_exts = aiortc_codecs.HEADER_EXTENSIONS["video"]
+    video_exts[:] = [e for e in video_exts if e.uri != ABS_SEND_TIME_URI]
     if not any(e.uri == TRANSPORT_CC_URI for e in video_exts):
         used = {e.id for kind in aiortc_codecs.HEADER_EXTENSIONS.values() for e in kind}
         if TRANSPORT_CC_EXTENSION_ID in used:

@@ -29,7 +29,6 @@ class RenderedFrame:
 
     render_us: int
     rtp_timestamp: int
-    picture_id: int | None
 
 
 @dataclass
@@ -76,21 +75,27 @@ class AiortcReceiver:
     def frames_rendered(self) -> int:
         return len(self._decoded)
 
-    def log(self) -> ReceiverLog:
+    async def collect(self) -> ReceiverLog:
         """Decoded frames matched to their wire timestamps and picture ids."""
         out = ReceiverLog(plis=self.assembler.plis, frames_dropped=self.assembler.frames_dropped)
         outputs = self.assembler.outputs
         if outputs:
             # aiortc's TimestampMapper makes pts relative to the first frame it was handed.
             origin = outputs[0].rtp_timestamp
-            pid_of = {o.rtp_timestamp: o.picture_id for o in outputs}
             for render_us, pts in self._decoded:
                 ts = (pts + origin) % RTP_TIMESTAMP_MOD
-                out.rendered.append(RenderedFrame(render_us, ts, pid_of.get(ts)))
+                out.rendered.append(RenderedFrame(render_us, ts))
         for transceiver in self.pc.getTransceivers():
             hooks = aiortc_patch.hooks_of(transceiver.receiver.transport)
             out.feedback_packets += hooks.feedback_packets_sent
         return out
+
+    async def start(self) -> None:
+        """Nothing to start: the peer lives in this process."""
+
+    @property
+    def final_stats(self) -> dict:
+        return {}
 
     async def close(self) -> None:
         if self._task is not None:

@@ -104,6 +104,8 @@ class LiveController:
         )
         aiortc_patch.install_encoder(sender, self.encoder)
         self._recent_media: deque[bytes] = deque(maxlen=RECENT_MEDIA_PACKETS)
+        #: Wire RTP timestamp minus the encoder's (aiortc adds a random origin), once known.
+        self.rtp_timestamp_offset: int | None = None
         self._probe_pick = 0
         self.pacer: LivePacer | None = None
         if pacing:
@@ -218,6 +220,9 @@ class LiveController:
     async def _egress(self, data: bytes) -> None:
         if not self._is_rtx(data):
             self._recent_media.append(data)
+            if self.rtp_timestamp_offset is None and self.log.frames:
+                wire_ts = int.from_bytes(data[4:8], "big")
+                self.rtp_timestamp_offset = (wire_ts - self.log.frames[0][1]) % (1 << 32)
         assert self.pacer is not None
         await self.pacer.enqueue(data)
 

@@ -40,6 +40,7 @@ from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 #: The link charges each packet 4 bytes of mahimahi's TUN header (as the emulator counts).
 TUN_HEADER_BYTES = 4
 CONNECT_TIMEOUT_S = 20.0
+RTP_TIMESTAMP_MOD = 1 << 32
 PROGRESS_INTERVAL_S = 1.0
 RECEIVERS = ("aiortc", "chromium")
 
@@ -137,8 +138,7 @@ async def run_live(
     receiver = _make_receiver(config.receiver)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        if config.receiver == "chromium":
-            await receiver.start()
+        await receiver.start()
         track = SyntheticVideoTrack(
             config.width,
             config.height,
@@ -169,8 +169,8 @@ async def run_live(
         rows = await _watch(live, receiver, relay, t0_us, end_us, progress)
         live.stop()
         packets = await relay.stop()
-        rx_log = receiver.log()
-        chromium_stats = receiver.final_stats if config.receiver == "chromium" else None
+        rx_log = await receiver.collect()
+        receiver_stats = receiver.final_stats
     finally:
         relay.kill()
         with contextlib.suppress(Exception):
@@ -185,8 +185,8 @@ async def run_live(
         "frames_dropped": rx_log.frames_dropped,
         "feedback_packets": rx_log.feedback_packets,
     }
-    if chromium_stats is not None:
-        stats["chromium"] = chromium_stats
+    if receiver_stats:
+        stats[config.receiver] = receiver_stats
     decisions = [((t - t0_us) / 1e6, b) for t, b in live.log.targets if t <= end_us]
     return LiveResult(qoe=qoe, stats=stats, progress=rows, decisions=decisions)
 
@@ -207,6 +207,9 @@ async def _watch(
         if now >= end_us:
             break
         await asyncio.sleep(min(PROGRESS_INTERVAL_S, (end_us - now) / 1e6))
+        if hasattr(receiver, "poll"):
+            with contextlib.suppress(Exception):
+                await receiver.poll()
         now = clock()
         dt = max(now - last_us, 1) / 1e6
         sent, frames = live.sent_bytes, receiver.frames_rendered
@@ -238,14 +241,15 @@ def live_qoe(
     """The emulator's QoE inputs, taken from what the live session really did."""
     duration_ms = duration_s * 1000.0
     end_us = t0_us + round(duration_s * 1e6)
-    by_pid = {f[2]: f for f in live.log.frames}  # picture id -> (t, ts, pid, size, key, tgt)
+    by_ts = {f[1]: f for f in live.log.frames}  # encoder ts -> (t, ts, pid, size, key, tgt)
+    offset = live.rtp_timestamp_offset or 0
     render_ms: list[float] = []
     delay_ms: list[float] = []
     frame_bytes = 0
     for r in rx.rendered:
-        if r.render_us > end_us or r.picture_id is None:
+        if r.render_us > end_us:
             continue
-        frame = by_pid.get(r.picture_id)
+        frame = by_ts.get((r.rtp_timestamp - offset) % RTP_TIMESTAMP_MOD)
         if frame is None:
             continue
         capture = captures.get(frame[1])

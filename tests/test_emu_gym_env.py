@@ -82,7 +82,7 @@ def test_same_seed_same_episode():
         obs, _ = e.reset(seed=seed)
         out = [obs]
         for a in np.linspace(-0.5, 0.5, 20):
-            obs, r, done, _, _ = e.step(np.array([a], dtype=np.float32))
+            obs, r, _done, _, _ = e.step(np.array([a], dtype=np.float32))
             out.append(np.append(obs, r))
         return out
 

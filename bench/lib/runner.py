@@ -25,6 +25,7 @@ from bench.lib.sessions import (
     LinkSetting,
     SessionLog,
     SessionTask,
+    code_fingerprint,
     link_grid,
     make_tasks,
     run_task,
@@ -132,6 +133,13 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
     opts.out.mkdir(parents=True, exist_ok=True)
     log = SessionLog(opts.out)
     todo = [t for t in tasks if t.key not in log]
+    code = code_fingerprint()
+    stale = sum(1 for r in log.select(tasks) if r.get("code") != code)
+    if stale:
+        echo(
+            f"bench: warning: {stale} finished sessions in {log.path} were run by different "
+            "code or models; they are kept, not rerun. Use a fresh --out to rerun everything."
+        )
     n_traces = sum(len(v) for v in by_family.values())
     echo(
         f"bench: {len(opts.controllers)} controllers x {n_traces} traces "
@@ -140,9 +148,9 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
         + (f" on Ray at {opts.ray_address}" if opts.ray_address else f" on {opts.workers} workers")
     )
     if opts.ray_address is not None:
-        failures = _execute_ray(todo, opts.ray_address, log, len(tasks), opts.progress)
+        failures = _execute_ray(todo, code, opts.ray_address, log, len(tasks), opts.progress)
     else:
-        failures = _execute_local(todo, opts.workers, log, len(tasks), opts.progress)
+        failures = _execute_local(todo, code, opts.workers, log, len(tasks), opts.progress)
     if failures:
         for task, tb in failures[:FAILURES_SHOWN]:
             echo(f"bench: session failed: {task.controller} on {task.trace_path}:\n{tb}")
@@ -201,14 +209,14 @@ def _progress_bar(total: int, done: int, enabled: bool):
 
 
 def _execute_local(
-    todo: list[SessionTask], workers: int, log: SessionLog, total: int, progress: bool
+    todo: list[SessionTask], code: str, workers: int, log: SessionLog, total: int, progress: bool
 ) -> list[tuple[SessionTask, str]]:
     failures: list[tuple[SessionTask, str]] = []
     with _progress_bar(total, total - len(todo), progress and bool(todo)) as bar:
         if workers == 1 or len(todo) <= 1:
             for task in todo:
                 try:
-                    log.append(run_task(task))
+                    log.append(run_task(task, code))
                 except Exception:
                     failures.append((task, traceback.format_exc()))
                 bar.update()
@@ -216,7 +224,7 @@ def _execute_local(
         # spawn: workers start clean (no inherited threads or locks) on every platform.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         try:
-            futures = {pool.submit(run_task, t.to_dict()): t for t in todo}
+            futures = {pool.submit(run_task, t.to_dict(), code): t for t in todo}
             for fut in as_completed(futures):
                 try:
                     log.append(fut.result())
@@ -242,7 +250,7 @@ def _import_ray():
 
 
 def _execute_ray(
-    todo: list[SessionTask], address: str, log: SessionLog, total: int, progress: bool
+    todo: list[SessionTask], code: str, address: str, log: SessionLog, total: int, progress: bool
 ) -> list[tuple[SessionTask, str]]:
     """Run the sessions as Ray tasks, one CPU each.
 
@@ -261,7 +269,7 @@ def _execute_ray(
     remote_run = ray.remote(num_cpus=1)(run_task)
     failures: list[tuple[SessionTask, str]] = []
     with _progress_bar(total, total - len(todo), progress and bool(todo)) as bar:
-        pending = {remote_run.remote(t.to_dict()): t for t in todo}
+        pending = {remote_run.remote(t.to_dict(), code): t for t in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -9,6 +9,7 @@ controller, trace file, link setting, duration cap and seed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -32,6 +33,16 @@ SWEEP_QUEUES_PACKETS = (30, 300)
 SESSIONS_FILE = "sessions.jsonl"
 #: Traces kept loaded per worker process (tasks arrive grouped by trace).
 TRACE_CACHE_SIZE = 4
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: What a session's outcome depends on, besides its key: emulator, controllers, models, traces.
+CODE_GLOBS = (
+    "loki/**/*.py",
+    "gcc/**/*.py",
+    "fusion/**/*.py",
+    "traces/**/*.py",
+    "loki/data/*",
+    "loki/models/**/*",
+)
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,22 @@ def build_session(task: SessionTask):
     return Session(make_controller(task.controller, trace=trace), link, cfg)
 
 
-def run_task(task: SessionTask | dict) -> dict:
+def code_fingerprint(root: Path = REPO_ROOT) -> str:
+    """A short hash of the code and models sessions run on.
+
+    Not part of a session's key (a resumed benchmark keeps its sessions across an unrelated
+    edit), but kept in each record so that a resume can warn when the logged sessions were run
+    by different code.
+    """
+    digest = hashlib.sha256()
+    files = sorted({p for g in CODE_GLOBS for p in root.glob(g) if p.is_file()})
+    for p in files:
+        digest.update(str(p.relative_to(root)).encode())
+        digest.update(p.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def run_task(task: SessionTask | dict, code: str = "") -> dict:
     """Run one session; the record holds the task, its QoE and the wall time it took."""
     if isinstance(task, dict):
         task = SessionTask.from_dict(task)
@@ -192,6 +218,7 @@ def run_task(task: SessionTask | dict) -> dict:
         "trace_name": session.link.trace.name,
         "qoe": result.qoe.to_dict(),
         "wall_s": wall_s,
+        "code": code,
     }
 
 

@@ -30,6 +30,9 @@ AGGREGATES: dict[str, tuple[str, str]] = {
     "loss_rate_mean": ("loss_rate", "mean"),
     "score_mmsys21_mean": ("score_mmsys21", "mean"),
 }
+#: Below this many pairs a bootstrap interval is too coarse to trust (3 pairs have only 10
+#: distinct resamples); the report says so next to the count.
+MIN_PAIRS_FOR_CI = 10
 #: Aggregates compared against the baseline with paired bootstrap intervals.
 COMPARED = ("stall_rate_mean", "stall_rate_p95", "bitrate_kbps_mean", "frame_delay_p95_ms")
 
@@ -221,7 +224,8 @@ def _change_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
     for label, changes in rows:
         pairs = next(iter(changes.values())).get("pairs", 0)
         cells = [format_change(changes[m]) for m in COMPARED]
-        lines.append("| " + " | ".join([label, str(pairs), *cells]) + " |")
+        count = f"{pairs} (too few for an interval)" if pairs < MIN_PAIRS_FOR_CI else str(pairs)
+        lines.append("| " + " | ".join([label, count, *cells]) + " |")
     return lines
 
 
