@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -173,6 +174,7 @@ async def run_live(
         receiver_stats = receiver.final_stats
     finally:
         relay.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
         with contextlib.suppress(Exception):
             await pc.close()
         with contextlib.suppress(Exception):
