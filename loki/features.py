@@ -12,11 +12,11 @@ its inputs and of its own previous rate, which is the ``prev_target`` column.
 
 from __future__ import annotations
 
-from collections import deque
+import math
 
 import numpy as np
 
-from loki.api import TransportFeedback
+from loki.api import NOT_RECEIVED_US, TransportFeedback
 
 HISTORY = 10
 FEATURE_NAMES = (
@@ -40,19 +40,26 @@ FEATURE_LOW[FEATURE_NAMES.index("delay_gradient")] = -4.0
 FEATURE_HIGH = np.array([7.0, 7.0, 7.0, 30.0, 30.0, 4.0, 1.0, 30.0, 30.0, 4.0], dtype=np.float32)
 
 
+_LOW = tuple(float(v) for v in FEATURE_LOW)
+_HIGH = tuple(float(v) for v in FEATURE_HIGH)
+
+
 def _log_mbps(bps: float) -> float:
-    return float(np.log2(1.0 + max(bps, 0.0) / 1e6))
+    return math.log2(1.0 + max(bps, 0.0) / 1e6)
 
 
 class FeatureBuilder:
-    """Turns the stream of reports into observations; one per session."""
+    """Turns the stream of reports into observations; one per session.
 
-    __slots__ = ("_base_delay_us", "_prev_fb_us", "_rows", "_rtt_us")
+    It runs once per report inside every learned controller's decision (budget: tens of
+    microseconds), so it works on the report's arrays with few numpy calls and keeps the
+    flattened history in one array that shifts by a row per report.
+    """
+
+    __slots__ = ("_base_delay_us", "_obs", "_prev_fb_us", "_rtt_us")
 
     def __init__(self) -> None:
-        self._rows: deque[np.ndarray] = deque(
-            [np.zeros(N_FEATURES, dtype=np.float32)] * HISTORY, maxlen=HISTORY
-        )
+        self._obs = np.zeros(OBS_SIZE, dtype=np.float32)
         self._base_delay_us: float | None = None
         self._prev_fb_us: int | None = None
         self._rtt_us = 0
@@ -65,48 +72,66 @@ class FeatureBuilder:
         fb = report.feedback_time_us
         interval_us = 100_000 if self._prev_fb_us is None else max(fb - self._prev_fb_us, 1_000)
         self._prev_fb_us = fb
-        got = report.received
-        n = len(report)
-        sizes = report.size_bytes
-        recv_bytes = float(sizes[got].sum())
-        recv_bps = recv_bytes * 8e6 / interval_us
         send = report.send_time_us
+        arrival = report.arrival_time_us
+        sizes = report.size_bytes
+        n = int(send.shape[0])
+        got = arrival != NOT_RECEIVED_US
+        k = int(np.count_nonzero(got))
+        total_bytes = float(sizes.sum())
+        if k == n:
+            recv_bytes = total_bytes
+            owd_us = arrival - send
+            send_got = send
+        else:
+            recv_bytes = float(sizes[got].sum())
+            owd_us = (arrival - send)[got]
+            send_got = send[got]
+        recv_bps = recv_bytes * 8e6 / interval_us
         span_us = float(send[-1] - send[0]) if n > 1 else 0.0
-        send_bps = float(sizes.sum()) * 8e6 / max(span_us, float(interval_us) / 2)
+        send_bps = total_bytes * 8e6 / max(span_us, float(interval_us) / 2)
         qd = qd_max = grad = 0.0
-        if got.any():
-            owd = (report.arrival_time_us[got] - send[got]).astype(np.float64)
+        if k:
+            owd = owd_us.astype(np.float64)
             lo = float(owd.min())
             if self._base_delay_us is None or lo < self._base_delay_us:
                 self._base_delay_us = lo
-            qd = (float(owd.mean()) - self._base_delay_us) / 100_000.0
+            mean = float(owd.sum()) / k
+            qd = (mean - self._base_delay_us) / 100_000.0
             qd_max = (float(owd.max()) - self._base_delay_us) / 100_000.0
-            if owd.size >= 3:
-                x = send[got].astype(np.float64)
-                x -= x.mean()
-                denom = float((x * x).sum())
+            if k >= 3:
+                # Least-squares slope: sum(xc * y) / sum(xc^2) with x centred (sum(xc) = 0).
+                xc = send_got.astype(np.float64)
+                xc -= float(xc.sum()) / k
+                denom = float(xc @ xc)
                 if denom > 0:
-                    grad = float((x * (owd - owd.mean())).sum()) / denom
-        loss = 1.0 - float(got.sum()) / n if n else 0.0
+                    grad = float(xc @ owd) / denom
+        loss = 1.0 - k / n if n else 0.0
+        values = (
+            _log_mbps(recv_bps),
+            _log_mbps(send_bps),
+            _log_mbps(prev_target_bps),
+            qd,
+            qd_max,
+            grad,
+            loss,
+            self._rtt_us / 100_000.0,
+            interval_us / 100_000.0,
+            recv_bps / max(prev_target_bps, 1.0),
+        )
+        # Clipped in Python (NaN passes through, as np.clip would let it).
         row = np.array(
             [
-                _log_mbps(recv_bps),
-                _log_mbps(send_bps),
-                _log_mbps(prev_target_bps),
-                qd,
-                qd_max,
-                grad,
-                loss,
-                self._rtt_us / 100_000.0,
-                interval_us / 100_000.0,
-                recv_bps / max(prev_target_bps, 1.0),
+                v if lo_ <= v <= hi_ or v != v else (lo_ if v < lo_ else hi_)
+                for v, lo_, hi_ in zip(values, _LOW, _HIGH, strict=True)
             ],
             dtype=np.float32,
         )
-        np.clip(row, FEATURE_LOW, FEATURE_HIGH, out=row)
-        self._rows.append(row)
+        obs = self._obs
+        obs[:-N_FEATURES] = obs[N_FEATURES:]
+        obs[-N_FEATURES:] = row
         return row
 
     def observation(self) -> np.ndarray:
-        """The flattened history, oldest row first."""
-        return np.concatenate(self._rows)
+        """The flattened history, oldest row first (a copy)."""
+        return self._obs.copy()

@@ -25,9 +25,12 @@ checked against:
   whose reports are sent every :data:`FEEDBACK_INTERVAL_MS`;
 * ``RTCDtlsTransport._register_rtp_sender/_receiver``: learn the negotiated extension id.
 
-Three helpers reach private attributes, so that no other module does: :func:`install_encoder`,
-:func:`install_jitter_buffer` and :func:`take_rtx_sequence_number`. :func:`use_loopback_host`
-makes aioice offer 127.0.0.1 (it skips loopback), for sessions confined to one machine.
+The helpers at the end reach private attributes, so that no other module does: the sender's
+encoder and RTX numbering (:func:`install_encoder`, :func:`take_rtx_sequence_number`) and the
+receiver's jitter buffer, NACK generator, decoder queue and RTCP feedback
+(:func:`install_jitter_buffer`, :func:`disable_nack_generator`, :func:`decode_frame`,
+:func:`send_nack`, :func:`send_pli`). :func:`use_loopback_host` makes aioice offer 127.0.0.1
+(it skips loopback), for sessions confined to one machine.
 
 The clock is :func:`now_us` (``CLOCK_MONOTONIC``), shared by every process of a live session.
 """
@@ -350,6 +353,43 @@ def install_jitter_buffer(receiver: Any, jitter_buffer: Any) -> None:
     receiver._RTCRtpReceiver__jitter_buffer = jitter_buffer
 
 
+def disable_nack_generator(receiver: Any) -> None:
+    """Stop an ``RTCRtpReceiver`` from sending its own NACKs (the caller sends them)."""
+    receiver._RTCRtpReceiver__nack_generator = None
+
+
+def decode_frame(receiver: Any, payload_type: int, frame: Any) -> bool:
+    """Queue an encoded frame for the receiver's decoder thread, as aiortc does with the frame
+    its jitter buffer returns (but without remapping the timestamp: ``frame.timestamp`` comes
+    out as the decoded frame's pts). False when there is no decoder (yet, or any more)."""
+    codec = receiver._RTCRtpReceiver__codecs.get(payload_type)
+    if codec is None or receiver._RTCRtpReceiver__decoder_thread is None:
+        return False
+    receiver._RTCRtpReceiver__decoder_queue.put((codec, frame))
+    return True
+
+
+async def send_nack(receiver: Any, media_ssrc: int, wire_seqs: list[int]) -> None:
+    """Send a generic NACK for ``wire_seqs`` (16-bit, in stream order).
+
+    aiortc packs a list into PID/BLP pairs assuming it never wraps, so a list that wraps
+    goes out as one packet per side of the wrap.
+    """
+    chunk: list[int] = []
+    for s in wire_seqs:
+        if chunk and s <= chunk[-1]:
+            await receiver._send_rtcp_nack(media_ssrc, chunk)
+            chunk = []
+        chunk.append(s)
+    if chunk:
+        await receiver._send_rtcp_nack(media_ssrc, chunk)
+
+
+async def send_pli(receiver: Any, media_ssrc: int) -> None:
+    """Send a picture loss indication (keyframe request)."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
 def rtx_payload_type(sender: Any) -> int | None:
     """The RTX payload type the sender negotiated, or None without RTX."""
     return sender._RTCRtpSender__rtx_payload_type
@@ -378,6 +418,8 @@ __all__ = [
     "TransportCcRtcp",
     "TransportHooks",
     "UnsupportedAiortcError",
+    "decode_frame",
+    "disable_nack_generator",
     "hooks_of",
     "install",
     "install_encoder",
@@ -386,6 +428,8 @@ __all__ = [
     "now_us",
     "rtx_payload_type",
     "rtx_ssrc",
+    "send_nack",
+    "send_pli",
     "take_rtx_sequence_number",
     "use_loopback_host",
 ]

@@ -1,27 +1,37 @@
-"""The aiortc receiver's frame buffer, rebuilt with libwebrtc's rules for VP8.
+"""The aiortc receiver's frame buffer, with the emulator's receive-side policies.
 
 aiortc's ``JitterBuffer`` hands out a frame only when the first packet of the *next* frame
 arrives, and after a packet that is never recovered it delivers nothing until about 512 later
 packets have arrived (``shared/docs/aiortc-notes.md``): seconds of freeze that describe aiortc,
-not the link. This replacement keeps the ``add(packet) -> (pli_flag, frame)`` contract and
-follows the rules the emulator's receiver (``loki.emu.receiver``) takes from libwebrtc:
+not the link. This replacement takes aiortc's ``add(packet)`` call and follows the frame rules
+the emulator's receiver (``loki.emu.receiver``) takes from libwebrtc:
 
 * a frame is the packets of one RTP timestamp from the one whose VP8 descriptor starts
   partition 0 to the one with the marker bit; it is complete when none in between is missing;
 * a complete frame is decodable when it is a keyframe or its picture id follows the last
   decoded frame's (VP8 without temporal layers references the previous frame); a complete
-  keyframe further ahead makes everything before it obsolete, so the hole is dropped;
-* with packets of newer frames waiting but nothing decodable for :data:`KEYFRAME_WAIT_US`, ask
-  for a keyframe (PLI), at most once per that interval (``VideoReceiveStream2``).
+  keyframe further ahead makes everything before it obsolete, so the hole is dropped.
 
-Frames become decodable as soon as they are complete (the emulator's minimum playout delay).
-When several become decodable at once (a retransmission filled a hole), they are handed out
-one per call, as the contract allows, which delays the later ones by a packet interarrival.
+NACK, playout timing and keyframe requests are :mod:`loki.receive`'s policies, fed the events
+the emulator feeds them, in the same order: each packet (unwrapped RTP sequence number, whether
+it fills a NACKed gap, whether it belongs to a keyframe), each decodable frame (keyframe flag,
+whether newer packets wait), a periodic :meth:`FrameAssembler.tick` (NACK retries, PLI) and the
+RTT. A packet counts as retransmitted when it fills a gap the NACK list held: with aiortc's RTX
+unwrapped before the buffer sees it, that is every RTX packet that carried news (an RTX probe
+copy of a packet already here is a duplicate), as in the emulator.
+
+The policies count time from the first packet, as the emulator's count from the session start
+(the keyframe requester's first 3 s wait starts there). Render time is
+:class:`loki.receive.PlayoutTiming`'s, from the time a frame became decodable
+and its capture time in the sender's clock: the RTP timestamp (unwrapped, 90 kHz) in
+microseconds. The offset between the clocks is irrelevant to the playout rules (only
+differences and the minimum transit count). Decodable frames go to ``deliver`` at once, all of
+them, instead of one per ``add`` call as aiortc's contract allows, so a retransmission that
+completes several frames does not hold the later ones back by packet interarrivals.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,23 +39,32 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-from rtc.transport_feedback import sequence_unwrapper
+from loki.receive import KeyframeRequester, NackRequester, PlayoutTiming
+from rtc.transport_feedback import SEQ_MOD, Unwrapper, sequence_unwrapper
 
-KEYFRAME_WAIT_US = 200_000
 PICTURE_ID_MOD = 1 << 15
-#: More packets than this waiting means the buffer is hopeless: clear it and ask for a keyframe.
+VIDEO_CLOCK_HZ = 90_000
+RTP_TIMESTAMP_BITS = 32
+#: More packets than this waiting means the buffer is hopeless: clear it and ask for a keyframe
+#: (libwebrtc's ``PacketBuffer`` clears itself when full and the receiver requests one).
 MAX_PENDING_PACKETS = 4096
+#: The emulator's floor on the RTT it gives its receiver.
+MIN_RTT_US = 1_000
 
 
 @dataclass(frozen=True, slots=True)
 class OutputFrame:
-    """A frame handed to the decoder: when, and which (for mapping to the sender's log)."""
+    """A frame handed to the decoder: when, when it is due on screen, and which."""
 
+    #: When the frame became decodable (the frame buffer handed it out).
     time_us: int
+    #: :class:`loki.receive.PlayoutTiming`'s render time for it.
+    render_us: int
     rtp_timestamp: int
     picture_id: int | None
     keyframe: bool
     size_bytes: int
+    retransmitted: bool
 
 
 @dataclass(slots=True)
@@ -58,47 +77,123 @@ class _Packet:
 
 
 class FrameAssembler:
-    """Drop-in for aiortc's video ``JitterBuffer``; ``clock_us`` is the session clock."""
+    """Stands in for aiortc's video ``JitterBuffer``; ``clock_us`` is the session clock.
 
-    def __init__(self, clock_us: Callable[[], int]) -> None:
+    ``deliver(frame, payload_type)`` is given every decodable frame; its ``timestamp`` is the
+    frame's index in :attr:`outputs`. ``send_nack(wire_seqs)`` is given newly missing
+    sequence numbers at once; :meth:`tick` returns the retries and whether to send a PLI.
+    """
+
+    def __init__(
+        self,
+        clock_us: Callable[[], int],
+        deliver: Callable[[JitterFrame, int], None] | None = None,
+        send_nack: Callable[[list[int]], None] | None = None,
+    ) -> None:
         self._clock_us = clock_us
+        self._deliver = deliver
+        self._send_nack = send_nack
         self._unwrapper = sequence_unwrapper()
+        self._ts_unwrapper = Unwrapper(RTP_TIMESTAMP_BITS)
+        self._seq_base: int | None = None
         self._packets: dict[int, _Packet] = {}
-        self._decoded_through = -1  # last seq of the last decoded frame
+        self._decoded_through: int | None = None  # last seq of the last decoded frame
         self._last_pid: int | None = None
-        self._ready: deque[JitterFrame] = deque()
-        self._first_packet_us: int | None = None
-        self._last_decode_us: int | None = None
-        self._last_pli_us: int | None = None
+        self._key_timestamps: set[int] = set()
+        self._nacked_timestamps: set[int] = set()
+        self._buffer_cleared = False
+        self._origin_us: int | None = None
+        self._nack = NackRequester()
+        self._timing = PlayoutTiming()
+        self._keyframes = KeyframeRequester()
+        self.rtt_us = self._nack.rtt_us
+        self.media_ssrc: int | None = None
+        self.payload_type: int | None = None
         self.outputs: list[OutputFrame] = []
         self.frames_dropped = 0
         self.plis = 0
+        self.nacks_sent = 0
 
     @property
     def capacity(self) -> int:
         return MAX_PENDING_PACKETS
 
+    def set_rtt_us(self, rtt_us: int) -> None:
+        """The RTT NACK retries and the playout delay use (the emulator floors it at 1 ms)."""
+        self.rtt_us = max(rtt_us, MIN_RTT_US)
+
+    # -- packets -----------------------------------------------------------------------------
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        now = self._clock_us()
-        if self._first_packet_us is None:
-            self._first_packet_us = now
-        seq = self._unwrapper.unwrap(packet.sequence_number)
-        if seq > self._decoded_through and seq not in self._packets and packet.payload:
-            try:
-                descriptor, _ = VpxPayloadDescriptor.parse(packet.payload)
-            except ValueError:
-                descriptor = None
-            if descriptor is not None:
-                self._packets[seq] = _Packet(
-                    timestamp=packet.timestamp,
-                    marker=bool(packet.marker),
-                    start=bool(descriptor.partition_start and descriptor.partition_id == 0),
-                    picture_id=descriptor.picture_id,
-                    data=getattr(packet, "_data", b""),
-                )
-                self._collect(seq, now)
-        pli = self._wants_keyframe(now)
-        return pli, (self._ready.popleft() if self._ready else None)
+        """aiortc's call for each media packet (RTX already unwrapped)."""
+        if self._origin_us is None:
+            self._origin_us = self._clock_us()
+        now = self._clock_us() - self._origin_us
+        if not packet.payload:
+            return False, None
+        try:
+            descriptor, _ = VpxPayloadDescriptor.parse(packet.payload)
+        except ValueError:
+            return False, None
+        self.media_ssrc = packet.ssrc
+        self.payload_type = packet.payload_type
+        unwrapped = self._unwrapper.unwrap(packet.sequence_number)
+        if self._seq_base is None:
+            self._seq_base = unwrapped  # libwebrtc's NackRequester starts at the first packet
+        seq = unwrapped - self._seq_base
+        filled_gap = False
+        if seq < 0:
+            # Overtaken by the first packet: the NACK list starts after it (libwebrtc's
+            # NackRequester ignores it too), but the frame buffer still needs it.
+            if seq in self._packets:
+                return False, None
+        else:
+            nacks: list[int] = []
+            filled_gap = seq < self._nack.highest_seq
+            if not self._nack.on_packet(seq, now, nacks):
+                return False, None  # a duplicate, or a packet recovery had given up on
+            if nacks:
+                self._request_retransmission(nacks)
+        if self._decoded_through is not None and seq <= self._decoded_through:
+            return False, None  # a frame already decoded or skipped by a keyframe
+        data = getattr(packet, "_data", b"")
+        start = bool(descriptor.partition_start and descriptor.partition_id == 0)
+        ts = packet.timestamp
+        if start and _is_key(data):
+            self._key_timestamps.add(ts)
+        if ts in self._key_timestamps:
+            self._keyframes.on_keyframe_packet(now)
+        if filled_gap:
+            self._nacked_timestamps.add(ts)
+        self._keyframes.on_frame_waiting()
+        self._packets[seq] = _Packet(ts, bool(packet.marker), start, descriptor.picture_id, data)
+        self._collect(now)
+        return False, None
+
+    def _request_retransmission(self, seqs: list[int]) -> None:
+        self.nacks_sent += len(seqs)
+        if self._send_nack is not None:
+            self._send_nack(self._wire(seqs))
+
+    def _wire(self, seqs: list[int]) -> list[int]:
+        base = self._seq_base or 0
+        return [(s + base) % SEQ_MOD for s in seqs]
+
+    # -- periodic work -------------------------------------------------------------------------
+    def tick(self, now_us: int) -> tuple[list[int], bool]:
+        """NACK retries due now (wire sequence numbers) and whether to send a PLI now."""
+        if self._origin_us is None:
+            return [], False  # nothing received yet
+        now = now_us - self._origin_us
+        self._nack.rtt_us = self.rtt_us
+        due, gave_up = self._nack.retries_due(now)
+        gave_up = gave_up or self._buffer_cleared
+        self._buffer_cleared = False
+        if due:
+            self.nacks_sent += len(due)
+        pli = self._keyframes.should_request(now, gave_up)
+        if pli:
+            self.plis += 1
+        return self._wire(due), pli
 
     # -- frames ------------------------------------------------------------------------------
     def _frame_around(self, seq: int) -> tuple[int, int] | None:
@@ -119,11 +214,12 @@ class FrameAssembler:
             last += 1
         return first, last
 
-    def _collect(self, seq: int, now_us: int) -> None:
-        """Move every decodable frame to the ready queue, dropping holes a keyframe skips."""
+    def _collect(self, now_us: int) -> None:
+        """Hand out every decodable frame, dropping holes a keyframe skips."""
         if len(self._packets) > MAX_PENDING_PACKETS:
             self.frames_dropped += len({p.timestamp for p in self._packets.values()})
             self._packets.clear()
+            self._buffer_cleared = True
             return
         while True:
             complete = self._complete_frames()
@@ -138,7 +234,7 @@ class FrameAssembler:
             )
             chosen = complete[0]
             if not follows:
-                keys = [fl for fl in complete if self._is_key(fl[0])]
+                keys = [fl for fl in complete if _is_key(self._packets[fl[0]].data)]
                 if not keys:
                     return
                 chosen = keys[-1]
@@ -153,16 +249,11 @@ class FrameAssembler:
                 out.append(fl)
         return out
 
-    def _is_key(self, first: int) -> bool:
-        data = self._packets[first].data
-        # VP8 payload header: bit 0 of the first byte is 0 for a keyframe (RFC 7741 4.3).
-        return bool(data) and (data[0] & 0x01) == 0
-
     def _output(self, frame: tuple[int, int], now_us: int) -> None:
         first, last = frame
         packets = self._packets
         head = packets[first]
-        key = self._is_key(first)
+        key = _is_key(head.data)
         data = b"".join(packets[s].data for s in range(first, last + 1))
         dropped_ts = {p.timestamp for s, p in packets.items() if s < first}
         self.frames_dropped += len(dropped_ts)
@@ -170,21 +261,34 @@ class FrameAssembler:
             del packets[s]
         self._decoded_through = last
         self._last_pid = head.picture_id
-        self._last_decode_us = now_us
-        self._ready.append(JitterFrame(data=data, timestamp=head.timestamp))
-        self.outputs.append(OutputFrame(now_us, head.timestamp, head.picture_id, key, len(data)))
+        ts = head.timestamp
+        if key:
+            self._nack.clear_up_to(first)
+            self._key_timestamps.discard(ts)
+        self._keyframes.on_decoded(now_us, key, bool(packets))
+        retransmitted = ts in self._nacked_timestamps
+        self._nacked_timestamps.discard(ts)
+        self._nacked_timestamps -= dropped_ts
+        self._key_timestamps -= dropped_ts
+        capture_us = self._ts_unwrapper.unwrap(ts) * 1_000_000 // VIDEO_CLOCK_HZ
+        render_us = self._timing.render_time_us(capture_us, now_us, retransmitted, self.rtt_us)
+        index = len(self.outputs)
+        origin = self._origin_us or 0
+        self.outputs.append(
+            OutputFrame(
+                now_us + origin,
+                render_us + origin,
+                ts,
+                head.picture_id,
+                key,
+                len(data),
+                retransmitted,
+            )
+        )
+        if self._deliver is not None and self.payload_type is not None:
+            self._deliver(JitterFrame(data=data, timestamp=index), self.payload_type)
 
-    # -- keyframe requests ---------------------------------------------------------------------
-    def _wants_keyframe(self, now_us: int) -> bool:
-        if not self._packets:
-            return False
-        since = self._last_decode_us if self._last_decode_us is not None else 0
-        if self._last_decode_us is None and self._first_packet_us is not None:
-            since = self._first_packet_us
-        if now_us - since < KEYFRAME_WAIT_US:
-            return False
-        if self._last_pli_us is not None and now_us - self._last_pli_us < KEYFRAME_WAIT_US:
-            return False
-        self._last_pli_us = now_us
-        self.plis += 1
-        return True
+
+def _is_key(data: bytes) -> bool:
+    # VP8 payload header: bit 0 of the first byte is 0 for a keyframe (RFC 7741 4.3).
+    return bool(data) and (data[0] & 0x01) == 0

@@ -128,6 +128,11 @@ class LiveController:
     def target_bps(self) -> int:
         return self._target_bps
 
+    def latest_rtt_us(self) -> int | None:
+        """The newest RTT from RTCP receiver reports, or None before the first."""
+        rtts = self.log.rtts
+        return rtts[-1][1] if rtts else None
+
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter_ns()
         try:

@@ -155,6 +155,8 @@ async def run_live(
         live = attach(
             transceiver.sender, controller, keyframe_interval_s=config.keyframe_interval_s
         )
+        if isinstance(receiver, AiortcReceiver):
+            receiver.rtt_source = live.latest_rtt_us
         await pc.setLocalDescription(await pc.createOffer())
         offer = rewrite_candidates(pc.localDescription.sdp, relay.receiver_port)
         answer = await receiver.answer(offer)
@@ -186,6 +188,8 @@ async def run_live(
         "plis": rx_log.plis,
         "frames_dropped": rx_log.frames_dropped,
         "feedback_packets": rx_log.feedback_packets,
+        "nacks_sent": rx_log.nacks_sent,
+        "frames_retransmitted": rx_log.frames_retransmitted,
     }
     if receiver_stats:
         stats[config.receiver] = receiver_stats
@@ -249,7 +253,9 @@ def live_qoe(
     delay_ms: list[float] = []
     frame_bytes = 0
     for r in rx.rendered:
-        if r.render_us > end_us:
+        # The emulator counts every frame decoded within the session, even one whose playout
+        # time falls just after its end; a receiver that reports no decode time, by render.
+        if (r.render_us if r.decoded_us is None else r.decoded_us) > end_us:
             continue
         frame = by_ts.get((r.rtp_timestamp - offset) % RTP_TIMESTAMP_MOD)
         if frame is None:

@@ -1,5 +1,6 @@
 """loki.nn: the numpy runtime reads exported arrays and computes what torch computes."""
 
+import itertools
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from loki.nn import MIN_STD, Mlp, Normalizer, load_model, sigmoid
 
 def _params(rng, sizes, prefix):
     p = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         p[f"{prefix}.{i}.weight"] = rng.normal(size=(n_out, n_in)).astype(np.float32)
         p[f"{prefix}.{i}.bias"] = rng.normal(size=n_out).astype(np.float32)
     return p

@@ -39,17 +39,18 @@ class InputGuard:
     def admit(self, obs: np.ndarray) -> bool:
         """True when ``obs`` is finite and inside the training range; else counts a fallback."""
         self.checks += 1
-        if not np.isfinite(obs).all():
-            self.non_finite += 1
-            self.fallbacks += 1
-            return False
-        if self._low is not None and (
-            (obs < self._low).any() or (obs > self._high).any()  # type: ignore[operator]
-        ):
+        if self._low is None:
+            if np.isfinite(obs).all():
+                return True
+        # One pass for the common case: NaN fails both comparisons, so it is caught too.
+        elif ((obs >= self._low) & (obs <= self._high)).all():  # type: ignore[operator]
+            return True
+        self.fallbacks += 1
+        if np.isfinite(obs).all():
             self.out_of_range += 1
-            self.fallbacks += 1
-            return False
-        return True
+        else:
+            self.non_finite += 1
+        return False
 
     def admit_action(self, action: float) -> bool:
         """A non-finite network output is a fallback too (it should never happen)."""

@@ -44,7 +44,7 @@ class LoadedModel:
 
     kind: str
     policy: Policy
-    normalize: Normalize
+    normalize: Normalize | None
     guard_low: np.ndarray | None
     guard_high: np.ndarray | None
     meta: dict
@@ -65,18 +65,19 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
     params = load_model(path)
     meta = read_meta(params)
     kind = meta.get("kind")
-    if kind in ("clone",):
-        policy: Policy = MlpPolicy(params, "clone")
+    norm = Normalizer.from_params(params)
+    if kind == "clone":
+        policy: Policy = MlpPolicy(params, "clone", norm)
     elif kind in ("rl", "hybrid"):
-        policy = MlpPolicy(params, "actor")
+        policy = MlpPolicy(params, "actor", norm)
     elif kind == "loki":
-        policy = FusionPolicy(params)
+        policy = FusionPolicy(params, norm)
     else:
         raise ValueError(f"{path}: unknown model kind {kind!r}; known: {', '.join(KINDS)}")
     return LoadedModel(
         kind=kind,
         policy=policy,
-        normalize=Normalizer.from_params(params),
+        normalize=None,  # folded into the policy's first layer
         guard_low=params.get(GUARD_LOW_KEY),
         guard_high=params.get(GUARD_HIGH_KEY),
         meta=meta,

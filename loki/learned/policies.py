@@ -1,6 +1,7 @@
 """The numpy forward passes of the learned models, read from their exported ``.npz`` files.
 
-Each policy maps a *normalised* observation to one action in [-1, 1] (what the action means is
+Each policy maps an observation (normalised, or raw when built with the normaliser, which is
+then folded into its first layer) to one action in [-1, 1] (what the action means is
 the controller's business, see :mod:`loki.learned.controller`). Parameter names in the files:
 
 * ``clone.trunk.{0,1}`` and ``clone.head.0``: the GCC clone; its trunk's output is the clone's
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.dual_weight import DualWeightFusion
-from loki.nn import Mlp, sigmoid
+from loki.nn import Mlp, Normalizer, sigmoid
 
 ACTION_LOW = -1.0
 ACTION_HIGH = 1.0
@@ -25,23 +26,48 @@ def _clip_action(y: float) -> float:
     return min(max(y, ACTION_LOW), ACTION_HIGH)
 
 
-class MlpPolicy:
-    """Trunk (the high-level feature layer) then a linear head: the clone and the PPO actors."""
+def fold_normalizer(
+    weight: np.ndarray, bias: np.ndarray, normalizer: Normalizer | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """First layer applied to raw inputs: W (x - m) s + b = (W s) x + (b - (W s) m)."""
+    if normalizer is None:
+        return weight, bias
+    w = (weight * normalizer.inv_std[None, :]).astype(np.float32)
+    b = (bias - w @ normalizer.mean).astype(np.float32)
+    return np.ascontiguousarray(w), b
 
-    def __init__(self, params: dict[str, np.ndarray], prefix: str) -> None:
+
+class MlpPolicy:
+    """Trunk (the high-level feature layer) then a linear head: the clone and the PPO actors.
+
+    Without ``normalizer`` it takes normalised observations; with it, raw ones (the scaling
+    is folded into the first layer, which saves two numpy calls per decision).
+    """
+
+    def __init__(
+        self, params: dict[str, np.ndarray], prefix: str, normalizer: Normalizer | None = None
+    ) -> None:
         self.trunk = Mlp(params, f"{prefix}.trunk", tanh_last=True)
         self.head = Mlp(params, f"{prefix}.head", tanh_last=False)
+        if len(self.trunk.layers) != 2 or len(self.head.layers) != 1:
+            raise ValueError("MlpPolicy expects a two-layer trunk and a one-layer head")
+        l1, l2 = self.trunk.layers
+        self._w1, self._b1 = fold_normalizer(l1.weight, l1.bias, normalizer)
+        self._w2, self._b2 = l2.weight, l2.bias
+        self._wh = np.ascontiguousarray(self.head.layers[0].weight[0])
+        self._bh = float(self.head.layers[0].bias[0])
 
     @property
     def obs_size(self) -> int:
         return self.trunk.in_size
 
     def features(self, x: np.ndarray) -> np.ndarray:
-        """The high-level feature layer for a normalised observation."""
-        return self.trunk(x)
+        """The high-level feature layer (the penultimate layer) for an observation."""
+        return np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
 
     def __call__(self, x: np.ndarray) -> float:
-        return _clip_action(float(self.head(self.trunk(x))[0]))
+        f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
+        return _clip_action(float(self._wh @ f) + self._bh)
 
 
 class FusionPolicy:
@@ -51,7 +77,7 @@ class FusionPolicy:
     halves the number of numpy calls per decision (the decision-latency budget is 50 us).
     """
 
-    def __init__(self, params: dict[str, np.ndarray]) -> None:
+    def __init__(self, params: dict[str, np.ndarray], normalizer: Normalizer | None = None) -> None:
         clone = Mlp(params, "clone.trunk", tanh_last=True)
         learner = Mlp(params, "learner.trunk", tanh_last=True)
         if len(clone.layers) != 2 or len(learner.layers) != 2:
@@ -62,8 +88,9 @@ class FusionPolicy:
         if r2.weight.shape[0] != h:
             raise ValueError("clone and learner features must have the same size to be fused")
         self.feature_size = h
-        self._w1 = np.ascontiguousarray(np.concatenate([c1.weight, r1.weight]))
-        self._b1 = np.concatenate([c1.bias, r1.bias])
+        self._w1, self._b1 = fold_normalizer(
+            np.concatenate([c1.weight, r1.weight]), np.concatenate([c1.bias, r1.bias]), normalizer
+        )
         n1c, n1r = c1.weight.shape[0], r1.weight.shape[0]
         w2 = np.zeros((2 * h, n1c + n1r), dtype=np.float32)
         w2[:h, :n1c] = c2.weight

@@ -10,9 +10,10 @@ Read top to bottom (CleanRL style):
 2. Train the network (observation -> label; MSE) on everything gathered so far.
 3. DAgger (Ross et al., 2011): roll out the *clone* (each decision is GCC's with probability
    beta, else the clone's; beta halves every iteration and is 0 in the last), while the
-   parallel GCC receives the same reports, RTT, loss reports and ticks; relabel each report
-   with the parallel GCC's target relative to the clone's own previous rate; aggregate;
-   retrain. So the clone learns to recover from its own closed-loop errors.
+   parallel GCC receives the same reports, RTT, loss reports and ticks; after each decision
+   the parallel GCC is put in the clone's rate state (:func:`sync_gcc_rate`), so each
+   report's label is what GCC decides *from where the clone is*; aggregate; retrain. So the
+   clone learns to recover from its own closed-loop errors.
 4. After every iteration the clone and GCC run closed loop on validation links (training
    families, traces not used for fitting) and the paired bitrate and stall figures are logged.
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.features import FEATURE_NAMES, HISTORY
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
 from loki.learned.policies import MlpPolicy
@@ -65,9 +67,9 @@ class CloneArgs(TrainArgs):
     steps: int = 240_000  # labelled decisions over all iterations
     iterations: int = 4
     episode_s: float = 30.0
-    epochs: int = 6
+    epochs: int = 5
     lr: float = 1e-3
-    batch: int = 256
+    batch: int = 512
     val_share: float = 0.1  # of traces, for the closed-loop check
     val_episodes: int = 32
 
@@ -94,6 +96,28 @@ def label_of(gcc_bps: int, prev_bps: int) -> float:
     """GCC's target as an action of the clone: log2 ratio to the previous rate, clipped."""
     y = np.log2(max(gcc_bps, 1) / max(prev_bps, 1)) / ACTION_LOG2_RANGE
     return float(np.clip(y, -1.0, 1.0))
+
+
+def sync_gcc_rate(gcc: GoogCcNetworkController, rate_bps: int) -> None:
+    """Put the parallel GCC in the clone's state: GCC's current target becomes ``rate_bps``.
+
+    DAgger with a stateful expert: GCC's label must be *GCC's decision from the state the
+    clone is in*, not the target of a GCC that has drifted along its own trajectory (which
+    the clone cannot observe: its labels would say "jump to 1.5 Mbps" from a 60 kbps state,
+    and the clone learns runaway jumps). GCC's rate state is its loss-based target, capped by
+    the delay-based (AIMD) estimate; the target is set to the clone's rate and the AIMD
+    estimate raised to it if below. On GCC's own trajectory (target = loss-based target <=
+    AIMD estimate) this changes nothing, so iteration 0 is GCC exactly. Training-time only:
+    it reaches into GCC's estimators' state.
+    """
+    bwe = gcc._bwe
+    bwe.current_target_bps = rate_bps
+    aimd = gcc._delay_based_bwe._rate_control
+    if aimd._current_bitrate_bps < rate_bps:
+        aimd._current_bitrate_bps = rate_bps
+    if bwe._delay_based_limit_bps < rate_bps:
+        bwe._delay_based_limit_bps = rate_bps
+    gcc._target_bps = gcc.config.clamp(bwe.target_rate())
 
 
 def collect_episode(job: tuple[EpisodeSpec, dict | None, float, int]):
@@ -124,6 +148,7 @@ def collect_episode(job: tuple[EpisodeSpec, dict | None, float, int]):
             ctl.apply_action(None)  # GCC's own target
         else:
             ctl.apply_action(policy(normalize(ctl.obs)))
+        sync_gcc_rate(ctl.gcc, ctl.target_bps)
         session.refresh_target()
     obs = np.array(obs_rows, dtype=np.float32).reshape(-1, ctl.obs_size)
     return obs, np.array(labels, dtype=np.float32)
@@ -272,27 +297,30 @@ def _card(
         {
             "Command": f"`{args.command}`",
             "Model": (
-                f"Input: {HISTORY} reports x {len(FEATURE_NAMES)} features ({', '.join(FEATURE_NAMES)}),"
-                f" normalised. Trunk {len(HIDDEN)} x {HIDDEN[0]} tanh: its output is the high-level "
-                f"feature layer Loki fuses. Linear head: log2(next target / previous target), "
-                f"clipped to +-{ACTION_LOG2_RANGE}. Weights `model.npz`, numpy inference."
+                f"Input: {HISTORY} reports x {len(FEATURE_NAMES)} features "
+                f"({', '.join(FEATURE_NAMES)}), normalised. Trunk {len(HIDDEN)} x {HIDDEN[0]} "
+                f"tanh: its output is the high-level feature layer Loki fuses. Linear head: "
+                f"log2(next target / previous target), clipped to +-{ACTION_LOG2_RANGE}. "
+                "Weights `model.npz`, numpy inference."
             ),
             "Data": (
                 f"Training families (held-out family never used): {n_fit} traces for fitting, "
-                f"{n_val} for the closed-loop check; links drawn per episode: one-way delay 10-80 ms,"
-                f" drop-tail queue 50-400 packets, random loss 0 (half the episodes) or 0-2 %; "
+                f"{n_val} for the closed-loop check; links drawn per episode: one-way delay "
+                f"10-80 ms, drop-tail queue 50-400 packets, random loss 0 (half the episodes) "
+                f"or 0-2 %; "
                 f"{args.episode_s:.0f} s episodes; {meta['samples']} labelled decisions over "
                 f"{args.iterations} DAgger iterations (beta 1, 0.5, ... , 0); seed {args.seed}."
             ),
             "Measured": (
-                f"Training time {meta['train_minutes']:.1f} min. MSE on 5 % of reports kept out of fitting {val_mse:.4f}. "
+                f"Training time {meta['train_minutes']:.1f} min. MSE on the 5 % of reports kept "
+                f"out of fitting: {val_mse:.4f}. "
                 f"Closed loop on {args.val_episodes} validation links (60 s): bitrate "
                 f"{loop['clone_kbps']:.0f} kbps vs GCC {loop['gcc_kbps']:.0f} ({kbps_rel:+.1%}), "
                 f"stall rate {loop['clone_stall']:.4f} vs {loop['gcc_stall']:.4f} "
                 f"({stall_rel:+.1%}), mean |log2 rate change| per decision "
                 f"{loop['clone_change_log2']:.4f} vs {loop['gcc_change_log2']:.4f}. "
-                f"Learning curves: `curve.csv`, `closed_loop.csv`. Evaluation on the held-out family:"
-                f" see loki/LEARNING.md."
+                f"Learning curves: `curve.csv`, `closed_loop.csv`. Evaluation on the held-out "
+                f"family: see loki/LEARNING.md."
             ),
             "Meta": f"```json\n{json.dumps(meta, indent=1, sort_keys=True)}\n```",
         },

@@ -36,7 +36,7 @@ from loki.qoe import FREEZE_MIN_EXTRA_MS
 from loki.train.data import EpisodeSpec, LinkRanges, draw_spec
 
 #: Frame delay above the one-way delay that costs nothing (encode, pacing, a short queue).
-DELAY_ALLOWANCE_MS = 100.0
+DELAY_ALLOWANCE_MS = 150.0
 #: Window over which capacity is measured for the utilisation term.
 CAPACITY_WINDOW_MS = 1000
 #: Capacity floor for the utilisation term (an outage does not divide by zero).
@@ -51,8 +51,8 @@ class Reward:
     """Weights of the reward's terms (see the module docstring)."""
 
     stall: float = 4.0
-    delay: float = 1.0
-    loss: float = 2.0
+    delay: float = 0.4
+    loss: float = 1.0
     change: float = 0.5
 
 

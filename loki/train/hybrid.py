@@ -124,9 +124,9 @@ def train(args: HybridArgs) -> Path:
                 f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
                 f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %. PPO: "
                 f"{model.num_timesteps} decisions, {max(1, args.workers)} environment(s) x "
-                f"{args.n_steps} per update, {args.epochs} epochs, batch {args.batch}, lr {args.lr},"
-                f" gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, log-std init "
-                f"{args.log_std_init}. Reward weights {Reward()}. Seed {args.seed}."
+                f"{args.n_steps} per update, {args.epochs} epochs, batch {args.batch}, "
+                f"lr {args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
+                f"log-std init {args.log_std_init}. Reward weights {Reward()}. Seed {args.seed}."
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),

@@ -124,10 +124,11 @@ def train(args: RlArgs) -> Path:
         {
             "Command": f"`{args.command}`",
             "Model": (
-                f"Observation: the clone's (10 reports x 10 features, its normaliser). Actor 2 x 64 "
-                f"tanh + linear head, random initialisation; action a in [-1, 1], next rate = "
-                f"previous x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms). Critic "
-                f"2 x 64 tanh (training only). Deterministic (mean) action at run time, numpy."
+                f"Observation: the clone's (10 reports x 10 features, its normaliser). Actor "
+                f"2 x 64 tanh + linear head, random initialisation; action a in [-1, 1], next "
+                f"rate = previous x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms). "
+                "Critic 2 x 64 tanh (training only). Deterministic (mean) action at run time, "
+                "numpy."
             ),
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "

@@ -1,0 +1,88 @@
+"""``loki train clone|rl|loki|hybrid``: the training commands (wired into loki/cli.py).
+
+Torch and stable-baselines3 are imported only when a training command runs, so ``loki`` works
+without them (``pip install 'loki-bwe[train]'`` adds them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MODELS = ("clone", "rl", "loki", "hybrid")
+#: Defaults of --steps per model (the full pipeline fits in an hour on 2 cores).
+DEFAULT_STEPS = {"clone": 240_000, "rl": 300_000, "loki": 300_000, "hybrid": 75_000}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``train`` to a ``loki`` sub-command parser; returns the ``train`` parser."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a learned controller (gcc-clone, rl, loki, hybrid)",
+        description="Train a learned controller; writes model.npz, card.md and curve.csv.",
+    )
+    p.add_argument("model", choices=MODELS, help="clone = gcc-clone; train clone first")
+    p.add_argument(
+        "--traces",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="trace folders (default: the four training families of ../shared/traces; the "
+        "held-out family is refused)",
+    )
+    p.add_argument("--steps", type=_positive_int, help="decisions to train on (see DEFAULT_STEPS)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, default=1, help="local rollout processes")
+    p.add_argument("--ray-address", help="collect rollouts on this Ray cluster ('auto', host:port)")
+    p.add_argument("--out", type=Path, help="output folder (default: loki/models/<name>)")
+    p.add_argument("--clone", type=Path, help="clone model.npz for rl/loki/hybrid")
+    p.add_argument("--learner", type=Path, help="loki: rl model.npz whose trunk starts the learner")
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    common = {
+        "traces": args.traces,
+        "steps": args.steps or DEFAULT_STEPS[args.model],
+        "seed": args.seed,
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        "out": args.out,
+    }
+    try:
+        path = _train(args, common)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        from loki.cli import CliError
+
+        raise CliError(str(e)) from e
+    print(f"wrote {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace, common: dict) -> Path:
+    if args.model == "clone":
+        from loki.train.clone import CloneArgs, train
+
+        return train(CloneArgs(**common))
+    if args.model == "rl":
+        from loki.train.rl import RlArgs, train
+
+        return train(RlArgs(**common, clone=args.clone))
+    if args.model == "loki":
+        from loki.train.loki_fusion import LokiArgs, train
+
+        return train(LokiArgs(**common, clone=args.clone, learner=args.learner))
+    from loki.train.hybrid import HybridArgs, train
+
+    return train(HybridArgs(**common, clone=args.clone))

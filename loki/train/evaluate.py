@@ -1,0 +1,155 @@
+"""Evaluate the learned controllers against GCC, paired, on a trace family
+(``python -m loki.train.evaluate``).
+
+The protocol is fixed here, before any result is seen, and is the same for every controller:
+every trace of the family, :data:`WINDOWS` 60 s windows spread over the trace's period, each
+over the links of :data:`LINKS` (one-way delay, drop-tail queue, random loss). Each session
+runs every controller with the same seed. Figures per controller: mean bitrate, mean and 95th
+percentile of the per-session stall rate, mean of the per-session p95 frame delay, mean
+|log2 rate change| per decision, guard fallbacks; each paired against GCC (relative
+difference, with a bootstrap 95 % interval over sessions). The held-out family
+(``mahimahi_cellular_us``) is evaluated once the models are final; the training families
+(``--sample`` traces each) serve for development.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from loki.train.data import EpisodeSpec, cached_trace
+from loki.train.parallel import Executor
+from loki.train.rollout import run_session
+from traces.load import find_traces
+
+WINDOWS = 4
+DURATION_S = 60.0
+#: (one-way delay ms, drop-tail queue packets, random loss)
+LINKS = ((20, 100, 0.0), (50, 300, 0.0), (30, 200, 0.01))
+METRICS = ("bitrate_kbps", "stall_rate", "frame_delay_p95_ms", "change_log2")
+RESAMPLES = 2000
+
+
+def specs_for(family_dir: Path, sample: int | None, seed: int) -> list[EpisodeSpec]:
+    paths = [str(p) for p in find_traces(family_dir)]
+    if sample is not None and sample < len(paths):
+        rng = np.random.default_rng(seed)
+        paths = sorted(rng.choice(paths, size=sample, replace=False).tolist())
+    specs = []
+    for i, p in enumerate(paths):
+        period = cached_trace(p).period_ms
+        for w in range(WINDOWS):
+            for j, (delay, queue, loss) in enumerate(LINKS):
+                specs.append(
+                    EpisodeSpec(
+                        p,
+                        period * w // WINDOWS,
+                        delay,
+                        queue,
+                        loss,
+                        DURATION_S,
+                        seed=seed + 1000 * i + 10 * w + j,
+                    )
+                )
+    return specs
+
+
+def _bootstrap_rel(ours: np.ndarray, base: np.ndarray, stat, rng) -> tuple[float, float, float]:
+    """Relative difference stat(ours)/stat(base) - 1 with a paired bootstrap 95 % interval."""
+    point = stat(ours) / stat(base) - 1.0 if stat(base) else float("nan")
+    n = ours.size
+    idx = rng.integers(0, n, (RESAMPLES, n))
+    vals = []
+    for row in idx:
+        b = stat(base[row])
+        if b:
+            vals.append(stat(ours[row]) / b - 1.0)
+    lo, hi = np.percentile(vals, [2.5, 97.5]) if vals else (float("nan"), float("nan"))
+    return float(point), float(lo), float(hi)
+
+
+def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -> dict:
+    by = {c: [r for r in rows if r["controller"] == c] for c in controllers}
+    rng = np.random.default_rng(0)
+
+    def arr(c, k):
+        return np.array([r[k] for r in by[c]], dtype=np.float64)
+
+    def p95(a):
+        return float(np.percentile(a, 95))
+
+    out = {}
+    for c in controllers:
+        s = {
+            "sessions": len(by[c]),
+            "bitrate_kbps": float(arr(c, "bitrate_kbps").mean()),
+            "stall_mean": float(arr(c, "stall_rate").mean()),
+            "stall_p95": p95(arr(c, "stall_rate")),
+            "frame_delay_p95_ms": float(arr(c, "frame_delay_p95_ms").mean()),
+            "change_log2": float(arr(c, "change_log2").mean()),
+            "fallbacks": int(arr(c, "fallbacks").sum()),
+            "decisions": int(arr(c, "decisions").sum()),
+        }
+        if c != baseline:
+            for name, key, stat in (
+                ("bitrate", "bitrate_kbps", np.mean),
+                ("stall_mean", "stall_rate", np.mean),
+                ("stall_p95", "stall_rate", p95),
+                ("frame_delay_p95", "frame_delay_p95_ms", np.mean),
+            ):
+                s[f"vs_{baseline}_{name}"] = _bootstrap_rel(
+                    arr(c, key), arr(baseline, key), stat, rng
+                )
+        out[c] = s
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--traces", type=Path, required=True, help="a family folder")
+    p.add_argument("--controllers", default="gcc,gcc-clone,rl,hybrid,loki")
+    p.add_argument("--sample", type=int, help="at most N traces of the family (seeded)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ray-address")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
+    if "gcc" not in controllers:
+        controllers.insert(0, "gcc")
+    specs = specs_for(args.traces, args.sample, args.seed)
+    jobs = [(s, c) for s in specs for c in controllers]
+    rows: list[dict] = []
+    with Executor(args.workers, args.ray_address) as ex:
+        for i in tqdm(range(0, len(jobs), 16), desc="sessions", unit="x16"):
+            rows += ex.map(run_session, jobs[i : i + 16])
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "sessions.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary = summarise(rows, controllers)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for c, s in summary.items():
+        line = (
+            f"{c:>10}: {s['bitrate_kbps']:7.0f} kbps  stall {s['stall_mean']:.4f} "
+            f"p95 {s['stall_p95']:.4f}  fd95 {s['frame_delay_p95_ms']:6.0f} ms  "
+            f"|dlog2| {s['change_log2']:.4f}  fallbacks {s['fallbacks']}/{s['decisions']}"
+        )
+        if c != "gcc":
+            line += "  vs gcc: " + ", ".join(
+                f"{k[7:]} {v[0]:+.1%} [{v[1]:+.1%},{v[2]:+.1%}]"
+                for k, v in s.items()
+                if k.startswith("vs_gcc_")
+            )
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

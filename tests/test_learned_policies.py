@@ -1,0 +1,82 @@
+"""Numpy policies: folding the normaliser into the first layer changes nothing but speed;
+the fused policy is the clone trunk, the learner trunk, the gates and the head."""
+
+import numpy as np
+import pytest
+
+from fusion.dual_weight import DualWeightFusion
+from loki.learned.policies import FusionPolicy, MlpPolicy
+from loki.nn import Normalizer
+
+N_IN, H = 12, 8
+
+
+def _lin(rng, prefix, n_in, n_out):
+    return {
+        f"{prefix}.weight": rng.normal(0, 0.4, (n_out, n_in)).astype(np.float32),
+        f"{prefix}.bias": rng.normal(0, 0.4, n_out).astype(np.float32),
+    }
+
+
+def _mlp(rng, prefix):
+    return (
+        _lin(rng, f"{prefix}.trunk.0", N_IN, H)
+        | _lin(rng, f"{prefix}.trunk.1", H, H)
+        | _lin(rng, f"{prefix}.head.0", H, 1)
+    )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(4)
+
+
+def test_folded_normaliser_equals_normalising_first(rng):
+    p = _mlp(rng, "actor")
+    norm = Normalizer(rng.normal(size=N_IN), rng.uniform(0.1, 3, N_IN))
+    plain, folded = MlpPolicy(p, "actor"), MlpPolicy(p, "actor", norm)
+    for _ in range(20):
+        raw = rng.normal(0, 3, N_IN).astype(np.float32)
+        assert folded(raw) == pytest.approx(plain(norm(raw)), abs=1e-5)
+        np.testing.assert_allclose(
+            folded.features(raw), plain.features(norm(raw)), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_actions_are_clipped_to_the_action_range(rng):
+    p = _mlp(rng, "actor")
+    p["actor.head.0.bias"][:] = 50.0
+    assert MlpPolicy(p, "actor")(np.zeros(N_IN, np.float32)) == 1.0
+    p["actor.head.0.bias"][:] = -50.0
+    assert MlpPolicy(p, "actor")(np.zeros(N_IN, np.float32)) == -1.0
+
+
+def test_fusion_policy_composes_trunks_gates_and_head(rng):
+    p = {}
+    for side in ("clone", "learner"):
+        p |= _lin(rng, f"{side}.trunk.0", N_IN, H) | _lin(rng, f"{side}.trunk.1", H, H)
+    p |= _lin(rng, "fusion.gate_c", 2 * H, H) | _lin(rng, "fusion.gate_r", 2 * H, H)
+    p |= _lin(rng, "head.0", H, 1)
+    pol = FusionPolicy(p)
+    fusion = DualWeightFusion(p)
+    norm = Normalizer(rng.normal(size=N_IN), rng.uniform(0.1, 3, N_IN))
+    folded = FusionPolicy(p, norm)
+    for _ in range(20):
+        x = rng.normal(0, 1, N_IN).astype(np.float32)
+        f_c = np.tanh(
+            p["clone.trunk.1.weight"]
+            @ np.tanh(p["clone.trunk.0.weight"] @ x + p["clone.trunk.0.bias"])
+            + p["clone.trunk.1.bias"]
+        )
+        f_r = np.tanh(
+            p["learner.trunk.1.weight"]
+            @ np.tanh(p["learner.trunk.0.weight"] @ x + p["learner.trunk.0.bias"])
+            + p["learner.trunk.1.bias"]
+        )
+        want = float(p["head.0.weight"][0] @ fusion(f_c, f_r) + p["head.0.bias"][0])
+        assert pol(x) == pytest.approx(np.clip(want, -1, 1), abs=1e-5)
+        got_c, got_r = pol.features(x)
+        np.testing.assert_allclose(got_c, f_c, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got_r, f_r, rtol=1e-4, atol=1e-5)
+        raw = rng.normal(0, 3, N_IN).astype(np.float32)
+        assert folded(raw) == pytest.approx(pol(norm(raw)), abs=1e-5)

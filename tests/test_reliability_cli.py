@@ -1,0 +1,186 @@
+"""Bad traces, controllers and values on the command line: one clear error, non-zero exit, and
+nothing written (no --timeline, --plot or --packet-log file, finished or half-way)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loki.cli import main
+
+OUTPUTS = ["--timeline", "t.csv", "--plot", "p.png"]
+
+BAD_TRACES = {
+    "letters.trace": b"abc\n12\n",
+    "decreasing.trace": b"5\n3\n",
+    "empty.trace": b"",
+    "binary.trace": b"\x00\xff\x10\x80",
+    "negative.trace": b"-4\n10\n",
+    "zero-period.trace": b"0\n0\n",
+    "bad.csv": b"time_s,bandwidth_mbps\n0,abc\n",
+    "bad.json": b'{"truncated": [1, 2',
+}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, content in BAD_TRACES.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "a-folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse refuses a value before the command runs
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(
+    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str], expect: str
+) -> None:
+    before = _files(workdir)
+    code, out, err = run_cli(argv, capsys)
+    assert code != 0
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert expect in errors[0], errors[0]
+    assert out == ""
+    assert _files(workdir) == before, "a refused command must write nothing"
+
+
+@pytest.mark.parametrize(
+    ("trace", "expect"),
+    [
+        ("letters.trace", "letters.trace"),
+        ("decreasing.trace", "decreasing.trace"),
+        ("empty.trace", "empty"),
+        ("binary.trace", "binary.trace"),
+        ("negative.trace", "negative.trace"),
+        ("zero-period.trace", "zero-period.trace"),
+        ("bad.csv", "bad.csv"),
+        ("bad.json", "bad.json"),
+        ("missing.trace", "missing.trace"),
+        ("a-folder", "a-folder"),
+    ],
+)
+def test_malformed_traces(
+    trace: str, expect: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_refused(["emulate", "--trace", trace, *OUTPUTS], workdir, capsys, expect)
+
+
+@pytest.mark.parametrize(
+    ("controller", "expect"),
+    [
+        ("nope", "unknown controller 'nope'"),
+        ("gcc,nope", "unknown controller 'nope'"),
+        ("fixed:abc", "fixed controller"),
+        ("fixed:-5", "fixed controller"),
+        ("fixed:nan", "fixed controller"),
+        (",", "at least one name"),
+    ],
+)
+def test_unknown_controllers(
+    controller: str, expect: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--controller", controller, *OUTPUTS]
+    assert_refused(argv, workdir, capsys, expect)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--delay-ms", "-1"], "--delay-ms"),
+        (["--delay-ms", "1.5"], "--delay-ms"),
+        (["--loss", "1"], "--loss"),
+        (["--loss", "1.5"], "--loss"),
+        (["--loss", "-0.1"], "--loss"),
+        (["--loss", "nan"], "--loss"),
+        (["--queue-packets", "0"], "--queue-packets"),
+        (["--queue-bytes", "-5"], "--queue-bytes"),
+        (["--queue-packets", "10", "--queue-bytes", "1000"], "not allowed with"),
+        (["--duration-s", "0"], "--duration-s"),
+        (["--duration-s", "nan"], "--duration-s"),
+        (["--duration-s", "inf"], "--duration-s"),
+        (["--seed", "x"], "--seed"),
+        (["--builtin", "nope"], "unknown built-in link"),
+        (["--feedback-interval-ms", "0"], "--feedback-interval-ms"),
+        (["--feedback-interval-ms", "5"], "feedback"),
+        (["--feedback-interval-ms", "5000"], "feedback"),
+    ],
+)
+def test_bad_values(
+    args: list[str], expect: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_refused(["emulate", "--duration-s", "1", *args, *OUTPUTS], workdir, capsys, expect)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "cbr",
+        "cbr:",
+        "cbr:abc",
+        "cbr:-1",
+        "cbr:0",
+        "cbr:inf",
+        "tcp:100",
+        "cbr:100:20",
+        "cbr:100:2000",
+        "cbr:1:2:3",
+    ],
+)
+def test_bad_source(source: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["emulate", "--duration-s", "1", "--source", source, "--packet-log", "log.csv"]
+    assert_refused(argv, workdir, capsys, "--source expects cbr:KBPS")
+
+
+def test_several_controllers_need_a_timeline_pattern(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--duration-s", "1", "--controller", "gcc,oracle", *OUTPUTS]
+    assert_refused(argv, workdir, capsys, "{controller}")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--timeline", "a-folder"],
+        ["--source", "cbr:500", "--packet-log", "a-folder"],
+    ],
+)
+def test_an_output_path_that_is_a_folder_is_refused_before_running(
+    extra: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "1", *extra]
+    assert_refused(argv, workdir, capsys, "a-folder")
+
+
+def test_the_installed_entry_point_exits_2_with_one_line(tmp_path: Path) -> None:
+    """The real process: exit status 2, one error line, no traceback, nothing written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loki.cli", "emulate", "--controller", "nope", *OUTPUTS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        next(line for line in proc.stderr.splitlines() if line.startswith("loki: error:"))
+    ]
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []

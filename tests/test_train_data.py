@@ -1,0 +1,70 @@
+"""Training data: the held-out family is refused, trace rotation, reproducible link draws."""
+
+import json
+
+import numpy as np
+import pytest
+
+from loki.train.data import (
+    HELD_OUT_FAMILY,
+    EpisodeSpec,
+    HeldOutError,
+    LinkRanges,
+    draw_spec,
+    rotate,
+    training_trace_paths,
+)
+from traces.generators import steps
+from traces.mahimahi import write_mahimahi
+from traces.trace import Trace
+
+
+def _family(root, name, n=2):
+    d = root / name
+    d.mkdir()
+    (d / "SOURCE.json").write_text(json.dumps({"name": name}))
+    for i in range(n):
+        write_mahimahi(steps([(2000, 1e6 * (i + 1)), (2000, 3e5)]), d / f"t{i}.mahi")
+    return d
+
+
+def test_held_out_family_is_refused(tmp_path):
+    ok = _family(tmp_path, "some_family")
+    held = _family(tmp_path, HELD_OUT_FAMILY)
+    assert len(training_trace_paths([ok])) == 2
+    with pytest.raises(HeldOutError, match=HELD_OUT_FAMILY):
+        training_trace_paths([ok, held])
+
+
+def test_rotation_keeps_the_loop():
+    t = Trace("t", np.array([0, 3, 5, 5, 9, 10]))
+    r = rotate(t, 4)
+    assert r.period_ms == t.period_ms
+    # Phases shift by 4 ms; the period must stay the last timestamp, which may add one
+    # opportunity per loop (at the new loop point).
+    assert r.opportunities_ms.tolist() == [1, 1, 5, 6, 6, 9, 10]
+    assert abs(r.opportunities_between(0, 1000) - t.opportunities_between(0, 1000)) <= 100
+    assert rotate(t, 0) is t and rotate(t, 10) is t
+
+
+def test_draws_are_reproducible_and_in_range(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=3)])
+    ranges = LinkRanges(delay_ms=(10, 20), queue_packets=(50, 60), loss=(0.0, 0.01))
+    a = [draw_spec(paths, np.random.default_rng(5), 10.0, ranges) for _ in range(3)]
+    b = [draw_spec(paths, np.random.default_rng(5), 10.0, ranges) for _ in range(3)]
+    assert a == b
+    rng = np.random.default_rng(6)
+    specs = [draw_spec(paths, rng, 10.0, ranges) for _ in range(200)]
+    assert all(10 <= s.delay_ms <= 20 and 50 <= s.queue_packets <= 60 for s in specs)
+    assert all(0.0 <= s.loss <= 0.01 for s in specs)
+    lossless = sum(s.loss == 0.0 for s in specs) / len(specs)
+    assert 0.35 < lossless < 0.65  # half the episodes have no random loss
+    assert len({s.trace_path for s in specs}) == 3
+
+
+def test_spec_builds_its_link(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=1)])
+    spec = EpisodeSpec(paths[0], 1500, 30, 100, 0.01, 5.0, 1)
+    link = spec.link()
+    assert (link.delay_ms, link.queue_packets, link.loss) == (30, 100, 0.01)
+    assert link.trace.name.endswith("@1500")
