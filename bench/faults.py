@@ -52,10 +52,6 @@ from loki.api import Controller, ControllerConfig
 from loki.controllers import controller_names, make_controller
 from loki.emu.path import Path as StagePath
 from loki.emu.session import (
-    FB_RX,
-    NACK_RX,
-    PLI_RX,
-    RR_RX,
     LinkConfig,
     Session,
     SessionConfig,
@@ -195,22 +191,21 @@ class FaultSession(Session):
     def __init__(
         self, controller: Controller, fault: Fault, seed: int = 0, queue_packets: int | None = None
     ) -> None:
+        start_ms, end_ms = round(fault.start_s * 1000), round(fault.end_s * 1000)
         link = LinkConfig(
             trace=fault_trace(fault),
             delay_ms=BASE_DELAY_MS,
             queue_packets=QUEUE_PACKETS if queue_packets is None else queue_packets,
+            feedback_blackouts_ms=((start_ms, end_ms),) if fault.feedback_blackout else (),
         )
         super().__init__(controller, link, SessionConfig(duration_s=fault.session_s, seed=seed))
         self.fault = fault
-        start_ms, end_ms = round(fault.start_s * 1000), round(fault.end_s * 1000)
-        self._blackout_us = (start_ms * 1000, end_ms * 1000) if fault.feedback_blackout else None
         stages = list(self._uplink.stages)
         if fault.loss > 0:
             stages.insert(0, LossWindow(start_ms, end_ms, fault.loss, seed=seed + 1))
         if fault.extra_delay_ms > 0:
             stages.append(DelayWindow(start_ms, end_ms, fault.extra_delay_ms))
         self._uplink = StagePath(stages)
-        self.feedback_dropped = 0
         self.bad_targets = 0
         self.targets: list[tuple[int, int]] = [(0, controller.target_bps)]
         self._check_target()
@@ -221,14 +216,11 @@ class FaultSession(Session):
         if not (isinstance(t, int | np.integer) and c.min_bps <= t <= c.max_bps):
             self.bad_targets += 1
 
+    @property
+    def feedback_dropped(self) -> int:
+        return self.feedback_blacked_out
+
     def _handle(self, kind: int, arg: object, now_us: int) -> bool:
-        if (
-            self._blackout_us is not None
-            and kind in (FB_RX, RR_RX, NACK_RX, PLI_RX)
-            and self._blackout_us[0] <= now_us < self._blackout_us[1]
-        ):
-            self.feedback_dropped += 1
-            return False
         decided = super()._handle(kind, arg, now_us)
         self._check_target()
         if self._target_bps != self.targets[-1][1]:

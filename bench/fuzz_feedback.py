@@ -185,7 +185,7 @@ def mutate(packet: bytes, rng: random.Random) -> bytes:
     elif kind == 4 and len(b) > fci + FIXED_FCI_BYTES:  # deltas: negative, huge
         i = rng.randrange(fci + FIXED_FCI_BYTES, len(b))
         b[i] = rng.choice([0x80, 0xFF, 0x7F, 0x00])
-    elif kind == 5 and len(b) >= fci + 8:  # base sequence number near the wrap
+    elif kind == 5 and len(b) >= fci + 10:  # base sequence number near the wrap
         struct.pack_into("!H", b, fci + 8, rng.choice([65_535, 65_534, 0]))
     elif kind == 6 and len(b) >= 4:  # RTCP length field lies
         struct.pack_into("!H", b, 2, rng.choice([0, 1, 0xFFFF, len(b) // 4 + 1]))

@@ -103,7 +103,7 @@ class LinkCapacityTracker:
             return
         acknowledged_target_bps = min(acknowledged_bps, target_bps)
         if acknowledged_target_bps > self._capacity_estimate_bps:
-            delta_us = at_us - self._last_link_capacity_update_us
+            delta_us = max(at_us - self._last_link_capacity_update_us, 0)  # time never runs back
             alpha = math.exp(-(delta_us / self._tracking_rate_us)) if math.isfinite(delta_us) else 0
             self._capacity_estimate_bps = (
                 alpha * self._capacity_estimate_bps + (1 - alpha) * acknowledged_target_bps

@@ -38,6 +38,19 @@ _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _probability = _number(float, lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+_feedback_interval = _number(int, lambda v: 10 <= v <= 1000, "an interval in ms within [10, 1000]")
+
+
+def _check_output_paths(*paths: Path | None) -> None:
+    """Refuse unusable output paths before any work is done, so nothing is lost or half-written."""
+    for p in paths:
+        if p is None:
+            continue
+        if Path(p).is_dir():
+            raise CliError(f"output path {p} is a folder; give a file name")
+        parent = Path(p).parent
+        if parent.exists() and not parent.is_dir():
+            raise CliError(f"output path {p}: {parent} is not a folder")
 
 
 def _add_link_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +90,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
         print("\n".join(builtin_names()))
         return 0
+    _check_output_paths(args.timeline, args.plot, args.packet_log)
     trace = _load_link_trace(args)
     duration_s = args.duration_s or min(trace.period_ms / 1000.0, DEFAULT_DURATION_CAP_S)
     link = LinkConfig(
@@ -145,12 +159,15 @@ def _write_timeline(path: Path, timeline: dict) -> None:
     n = len(timeline[keys[0]])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys)
-        for i in range(n):
-            w.writerow([f"{float(timeline[k][i]):.6g}" for k in keys])
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(keys)
+            for i in range(n):
+                w.writerow([f"{float(timeline[k][i]):.6g}" for k in keys])
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -201,9 +218,13 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
         payload_bytes=packet_bytes - IP_UDP_HEADER_BYTES,
     )
     if args.packet_log:
+        args.packet_log.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.packet_log.with_name(args.packet_log.name + ".tmp")
-        log.write_csv(tmp)
-        tmp.replace(args.packet_log)
+        try:
+            log.write_csv(tmp)
+            tmp.replace(args.packet_log)
+        finally:
+            tmp.unlink(missing_ok=True)
     owd = log.one_way_delay_ms()
     summary = {
         "source": spec,
@@ -231,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("emulate", help="emulate a streaming session over a trace-driven link")
     _add_link_args(e)
     e.add_argument("--controller", default="gcc", help="one name or several, comma-separated")
-    e.add_argument("--feedback-interval-ms", type=_positive_int, default=100)
+    e.add_argument("--feedback-interval-ms", type=_feedback_interval, default=100)
     e.add_argument("--json", action="store_true", help="print one JSON object (or a list)")
     e.add_argument("--timeline", type=Path, help="write per-second series as CSV")
     e.add_argument("--plot", type=Path, help="draw send rate vs capacity and delay (PNG)")

@@ -121,3 +121,28 @@ def test_bad_link_settings_are_refused():
         LinkConfig(trace, queue_packets=10, queue_bytes=1000)
     with pytest.raises(ValueError):
         SessionConfig(duration_s=0)
+
+
+def test_feedback_blackout_drops_receiver_messages_for_its_window():
+    trace = constant(3e6, 10_000)
+    link = LinkConfig(trace, feedback_blackouts_ms=((4_000, 6_000),))
+    s = Session(make_controller("gcc"), link, SessionConfig(10))
+    s.run()
+    times = [t for t, _ in s.decisions]
+    assert not any(4.0 <= t < 6.0 for t in times)
+    assert any(t >= 6.0 for t in times)
+    assert s.feedback_blacked_out >= 19  # 20 reports of 100 ms, plus RR/NACK if any
+
+
+def test_retransmissions_are_capped_at_the_target_rate():
+    # 25 % loss at 1 Mbps: NACKs would ask for ~250 kbps of retransmissions, fine; an outage
+    # with a full queue asks for far more, which the 1 s window at the target rate must cap.
+    trace = steps([(5_000, 3e6), (3_000, 0.0), (7_000, 3e6)])
+    s = session(trace, controller="fixed:1000", duration_s=15, queue_packets=60)
+    s.run()
+    send = np.asarray(s.send_us)
+    rtx = np.asarray(s.pkt_rtx)
+    size = np.asarray(s.size_bytes)
+    for start in range(0, 15_000_000, 500_000):
+        window = (send >= start) & (send < start + 1_000_000) & rtx
+        assert size[window].sum() * 8 <= 1_000_000 * 1.01

@@ -234,3 +234,19 @@ def test_guard_is_transparent_on_clean_feedback(name: str) -> None:
     shielded = Session(guard, link, cfg).run()
     assert shielded.decisions == plain.decisions
     assert guard.stats.packets_dropped == 0 and guard.stats.reports_passed == guard.stats.reports
+
+
+def test_gcc_survives_its_clock_running_back_hours() -> None:
+    """Regression: a tick 10^12 us in the past made LinkCapacityTracker's exp() overflow
+    (OverflowError in gcc/send_side_bandwidth_estimation.py); found by the replay above."""
+    gcc = make_controller("gcc", CONFIG)
+    for k in range(1, 11):
+        t = k * 100_000
+        seqs = list(range((k - 1) * 25, k * 25))
+        send = [t - 100_000 + 4_000 * i for i in range(25)]
+        gcc.on_process_interval(t)
+        gcc.on_feedback(
+            TransportFeedback.from_lists(t, seqs, send, [s + 20_000 for s in send], [1_200] * 25)
+        )
+    gcc.on_process_interval(1_000_000 - 10**12)
+    assert CONFIG.min_bps <= gcc.target_bps <= CONFIG.max_bps

@@ -45,6 +45,10 @@ TICK_US = 20_000
 RR_INTERVAL_US = 1_000_000
 #: libwebrtc keeps packets for retransmission for at least this long (RtpPacketHistory).
 RTX_HISTORY_US = 1_000_000
+#: Retransmissions may use at most the target rate over this window (libwebrtc's
+#: ``RateLimiter`` that ``RtpTransportControllerSend`` sets to the target).
+RTX_RATE_WINDOW_US = 1_000_000
+_FEEDBACK_KINDS = frozenset({FB_RX, NACK_RX, PLI_RX, RR_RX})
 
 
 @dataclass
@@ -57,6 +61,9 @@ class LinkConfig:
     queue_bytes: int | None = None
     loss: float = 0.0
     feedback_loss: float = 0.0
+    #: Windows [start_ms, end_ms) in which every receiver-to-sender message (transport
+    #: feedback, RTCP RR, NACK, PLI) is lost: a feedback blackout.
+    feedback_blackouts_ms: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0:
@@ -65,6 +72,11 @@ class LinkConfig:
             raise ValueError("loss probabilities must be in [0, 1)")
         if self.queue_packets is not None and self.queue_bytes is not None:
             raise ValueError("give queue_packets or queue_bytes, not both")
+        for start, end in self.feedback_blackouts_ms:
+            if not 0 <= start < end:
+                raise ValueError(
+                    f"feedback blackout needs 0 <= start_ms < end_ms, got {start, end}"
+                )
         if (self.queue_packets is not None and self.queue_packets <= 0) or (
             self.queue_bytes is not None and self.queue_bytes <= 0
         ):
@@ -171,6 +183,10 @@ class Session:
             self.frame_first_rtp,
         )
         self.frames_dropped = 0
+        self._rtx_sent: deque[tuple[int, int]] = deque()  # (us, bytes) in the rate window
+        self._rtx_window_bytes = 0
+        self._blackouts_us = [(a * 1000, b * 1000) for a, b in link.feedback_blackouts_ms]
+        self.feedback_blacked_out = 0
         self._pending: deque[tuple[int, int]] = deque()  # (arrival_us, seq)
         self._events: list[tuple[int, int, int, object]] = []
         self._order = 0
@@ -283,6 +299,8 @@ class Session:
                 continue  # not sent yet, or gone from the history
             if self._rtp_retransmitted[s] and now_us - last < rtt:
                 continue  # already retransmitted less than an RTT ago (RtpPacketHistory)
+            if not self._rtx_allowed(self._rtp_size[s], now_us):
+                continue
             self._rtp_retransmitted[s] = True
             self._rtp_last_tx_us[s] = now_us
             self.pacer.enqueue_retransmission(
@@ -291,6 +309,18 @@ class Session:
             queued = True
         if queued:
             self._schedule_pace(now_us)
+
+    def _rtx_allowed(self, size_bytes: int, now_us: int) -> bool:
+        """Retransmissions share at most the target rate over a 1 s window."""
+        sent = self._rtx_sent
+        while sent and sent[0][0] <= now_us - RTX_RATE_WINDOW_US:
+            self._rtx_window_bytes -= sent.popleft()[1]
+        budget = self._target_bps * RTX_RATE_WINDOW_US // 8_000_000
+        if self._rtx_window_bytes + size_bytes > budget:
+            return False
+        sent.append((now_us, size_bytes))
+        self._rtx_window_bytes += size_bytes
+        return True
 
     def _consume_arrivals(self, until_us: int) -> None:
         pending = self._pending
@@ -336,6 +366,13 @@ class Session:
 
     def _handle(self, kind: int, arg: object, now_us: int) -> bool:
         """Run one event; True when it was a controller decision (feedback received)."""
+        if (
+            self._blackouts_us
+            and kind in _FEEDBACK_KINDS
+            and any(a <= now_us < b for a, b in self._blackouts_us)
+        ):
+            self.feedback_blacked_out += 1
+            return False
         if kind == PACE:
             self._on_pace(now_us)
         elif kind == FRAME:
