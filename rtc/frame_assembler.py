@@ -21,7 +21,9 @@ unwrapped before the buffer sees it, that is every RTX packet that carried news 
 copy of a packet already here is a duplicate), as in the emulator.
 
 The policies count time from the first packet, as the emulator's count from the session start
-(the keyframe requester's first 3 s wait starts there). Render time is
+(the keyframe requester's first 3 s wait starts there). The NACK list starts at the first
+packet too (libwebrtc's ``NackRequester`` does the same); a packet it overtook still goes into
+the frame buffer, or the first keyframe would wait 3 s for a keyframe request. Render time is
 :class:`loki.receive.PlayoutTiming`'s, from the time a frame became decodable
 and its capture time in the sender's clock: the RTP timestamp (unwrapped, 90 kHz) in
 microseconds. The offset between the clocks is irrelevant to the playout rules (only
@@ -125,9 +127,10 @@ class FrameAssembler:
     # -- packets -----------------------------------------------------------------------------
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         """aiortc's call for each media packet (RTX already unwrapped)."""
+        clock = self._clock_us()
         if self._origin_us is None:
-            self._origin_us = self._clock_us()
-        now = self._clock_us() - self._origin_us
+            self._origin_us = clock
+        now = clock - self._origin_us
         if not packet.payload:
             return False, None
         try:

@@ -11,7 +11,10 @@ clock starts with the first RTP packet, a few ms later) and lasts ``duration_s``
 :func:`loki.qoe.compute_qoe` on what really happened: frames decoded at the receiver (render
 times, capture-to-render delays, their encoded sizes from the sender's log) and the relay's
 per-packet ground truth (delivered bytes, losses, one-way delays), with the capacity the trace
-offered over the session, as ``loki emulate`` counts it.
+offered over the session, as ``loki emulate`` counts it. With the aiortc receiver, render times
+follow :mod:`loki.receive`'s playout rules (as the emulator's do), and a frame counts when it
+was decodable within the session, as in the emulator; the receiver's NACK and playout policies
+take the sender's RTT from RTCP receiver reports.
 """
 
 from __future__ import annotations
@@ -280,7 +283,8 @@ def live_qoe(
         duration_ms=duration_ms,
         capacity_bytes=capacity_bytes,
         link_bytes=float((size[got] + TUN_HEADER_BYTES).sum()),
-        frames_sent=sum(1 for t in captures.values() if t0_us <= t <= end_us),
+        # As the emulator counts: frames the encoder produced (not those it dropped).
+        frames_sent=sum(1 for f in live.log.frames if t0_us <= captures.get(f[1], -1) <= end_us),
         render_ms=render_ms,
         frame_delay_ms=delay_ms,
         frame_bytes_rendered=float(frame_bytes),
@@ -302,6 +306,7 @@ def sender_stats(live: LiveController, t0_us: int, end_us: int, frames_skipped: 
     return {
         "frames_encoded": len(frames),
         "frames_skipped_by_source": frames_skipped,
+        "frames_dropped_by_encoder": live.encoder.frames_dropped,
         "keyframes": keyframes,
         "keyframes_per_min": keyframes / minutes if minutes > 0 else 0.0,
         "encoder_reconfigurations": live.encoder.reconfigurations,

@@ -9,7 +9,12 @@ optional periodic interval, or from libvpx's own ``kf_max_dist``.
 
 The rate-control settings are aiortc 1.16's (as FFmpeg turns them into a libvpx
 configuration), the same ones ``bench/calibrate_vp8.py`` measured for the emulator's encoder
-model, so that a live session and ``loki emulate`` drive the same encoder behaviour.
+model, so that a live session and ``loki emulate`` drive the same encoder behaviour. Frame
+dropping is on by default, as in libwebrtc and in the emulator's model: libvpx's own
+decimation (``rc_dropframe_thresh`` 30) and :class:`rtc.frame_dropper.DebtFrameDropper`, which
+skips every frame while the encoder is deep in debt. Without it a target below libvpx's floor
+(about 370 kbps at 640x360) is overshot at 30 fps instead of followed at a lower frame rate. A
+dropped frame yields no payloads (aiortc sends nothing) and keeps its picture id for the next.
 
 Packetisation follows libwebrtc's ``RtpPacketizerVp8``: one partition, payloads split into
 equal parts of at most :data:`MAX_PAYLOAD_BYTES` (the emulator's packet size), each with a
@@ -30,6 +35,8 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from av import VideoFrame
 from av.frame import Frame
 
+from loki.emu.encoder import DROP_FRAMES_WATER_MARK_PCT
+from rtc.frame_dropper import DebtFrameDropper
 from rtc.libvpx import (
     CFG_OFFSETS,
     CTX_BYTES,
@@ -72,6 +79,8 @@ STATIC_THRESHOLD = 1
 KF_MAX_DIST_FRAMES = 3000
 #: PyAV opens libvpx with a microsecond time base and one-tick frame durations.
 TIMEBASE_DEN = 1_000_000
+#: Duration charged to the first frame, before frame timestamps give one.
+FIRST_FRAME_S = 1 / 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,7 @@ class LiveVp8Encoder(Encoder):
         on_frame: Callable[[EncodedFrameInfo], None] | None = None,
         clock_us: Callable[[], int] | None = None,
         libvpx: Libvpx | None = None,
+        drop_frames: bool = True,
     ) -> None:
         if initial_target_bps <= 0:
             raise ValueError(f"initial_target_bps must be > 0, got {initial_target_bps}")
@@ -120,10 +130,20 @@ class LiveVp8Encoder(Encoder):
         self._iter = ctypes.c_void_p(0)
         self._size: tuple[int, int] | None = None
         self._last_key_pts_s: float | None = None
+        self._last_pts_s: float | None = None
+        self._drop_frames = drop_frames
+        self._dropper = DebtFrameDropper(
+            self._wanted_bps, BUFFER_MS / 1000, BUFFER_INITIAL_MS / 1000
+        )
         self.picture_id = 0
         self.frames = 0
         self.keyframes = 0
         self.reconfigurations = 0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames skipped by libvpx's decimation or by the debt rule."""
+        return self._dropper.frames_dropped
 
     # -- rate ----------------------------------------------------------------------------------
     def set_target_bps(self, target_bps: int) -> None:
@@ -150,13 +170,21 @@ class LiveVp8Encoder(Encoder):
             and pts_s - self._last_key_pts_s >= self._keyframe_interval_s
         ):
             force_keyframe = True
+        duration_s = FIRST_FRAME_S if self._last_pts_s is None else pts_s - self._last_pts_s
+        self._last_pts_s = pts_s
+        timestamp = round(pts_s * VIDEO_CLOCK_HZ)
+        if self._drop_frames and self._dropper.should_drop(force_keyframe):
+            self._dropper.on_frame(0, duration_s)
+            return [], timestamp
         i420 = np.ascontiguousarray(frame.to_ndarray())
         data, is_key = self._encode_i420(i420, round(pts_s * TIMEBASE_DEN), force_keyframe)
+        self._dropper.on_frame(len(data), duration_s)
+        if not data:
+            return [], timestamp  # libvpx's decimation dropped it
         if is_key:
             self.keyframes += 1
             self._last_key_pts_s = pts_s
         self.frames += 1
-        timestamp = round(pts_s * VIDEO_CLOCK_HZ)
         payloads = packetize(data, self.picture_id)
         if self._on_frame is not None:
             t1 = self._clock_us() if self._clock_us else 0
@@ -182,6 +210,7 @@ class LiveVp8Encoder(Encoder):
         vpx = self._vpx
         cfg = vpx.default_cfg()
         self._applied_bps = self._wanted_bps
+        self._dropper.set_target(self._applied_bps)
         for name, value in (
             ("g_w", width),
             ("g_h", height),
@@ -189,7 +218,7 @@ class LiveVp8Encoder(Encoder):
             ("g_timebase_den", TIMEBASE_DEN),
             ("g_threads", self._threads),
             ("g_lag_in_frames", 0),
-            ("rc_dropframe_thresh", 0),
+            ("rc_dropframe_thresh", DROP_FRAMES_WATER_MARK_PCT if self._drop_frames else 0),
             ("rc_end_usage", VPX_CBR),
             ("rc_target_bitrate", self._target_kbps(self._applied_bps)),
             ("rc_min_quantizer", MIN_QUANTIZER),
@@ -224,6 +253,7 @@ class LiveVp8Encoder(Encoder):
         wanted = self._wanted_bps
         if wanted == self._applied_bps:
             return
+        self._dropper.set_target(wanted)
         kbps = self._target_kbps(wanted)
         assert self._cfg is not None
         if kbps != self._cfg[CFG_OFFSETS["rc_target_bitrate"] // 4]:

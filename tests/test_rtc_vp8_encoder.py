@@ -32,6 +32,22 @@ def test_rate_follows_a_target_changing_every_frame_group_without_keyframes() ->
     assert low < 0.75 * high, f"rate did not follow the halved target: {high:.0f} -> {low:.0f}"
 
 
+def test_a_target_below_libvpxs_floor_is_followed_by_dropping_frames() -> None:
+    # At 320x180 libvpx's floor is about 130 kbps at 30 fps; ask for half of it.
+    content = SyntheticContent(320, 180)
+    target = 60_000
+    rates = {}
+    for drop in (False, True):
+        enc = LiveVp8Encoder(target, drop_frames=drop)
+        sizes = [sum(len(p) for p in enc.encode(content.video_frame(i))[0]) for i in range(240)]
+        s = np.array(sizes[90:], dtype=float)  # the last 5 s
+        rates[drop] = (s.sum() * 8 / 5, int((s > 0).sum()), enc.frames_dropped)
+    assert rates[False][0] > 1.8 * target and rates[False][2] == 0
+    rate, encoded, dropped = rates[True]
+    assert abs(rate / target - 1) < 0.15, f"{rate:.0f} bps against a {target} bps target"
+    assert encoded < 0.6 * 150 and dropped > 100
+
+
 def test_packetize_splits_evenly_under_the_payload_limit() -> None:
     frame = bytes(range(256)) * 20  # 5120 bytes
     payloads = packetize(frame, picture_id=300)
