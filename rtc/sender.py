@@ -31,6 +31,7 @@ from typing import Any
 from aiortc import RTCRtpSender, rtp
 
 from loki.api import Controller
+from loki.guard import FeedbackGuard, guarded
 from rtc import aiortc_patch
 from rtc.feedback_adapter import TransportFeedbackAdapter
 from rtc.pacer import LivePacer
@@ -275,14 +276,17 @@ def attach(
     pacing: bool = True,
     keyframe_interval_s: float = 0.0,
     on_decision: Callable[[int, int], None] | None = None,
+    guard: bool = True,
 ) -> LiveController:
     """Drive ``sender``'s video with ``controller``; call before the first frame is encoded.
 
-    ``on_decision(time_us, target_bps)`` is told about every change of target.
+    ``on_decision(time_us, target_bps)`` is told about every change of target. With ``guard``
+    (the default) the controller sits behind :class:`loki.guard.FeedbackGuard`: feedback from
+    the network is untrusted input, and a bad report must never reach it or stop the stream.
     """
     return LiveController(
         sender,
-        controller,
+        controller if isinstance(controller, FeedbackGuard) or not guard else guarded(controller),
         pacing=pacing,
         keyframe_interval_s=keyframe_interval_s,
         on_decision=on_decision,
