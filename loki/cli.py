@@ -1,4 +1,4 @@
-"""The ``loki`` command: ``emulate``, ``bench``, ``train`` and ``live`` subcommands.
+"""The ``loki`` command: ``emulate``, ``bench``, ``train``, ``ab`` and ``live`` subcommands.
 
 Bad input (an unknown controller, a malformed trace, an impossible value) ends the command with
 one clear message on stderr and exit status 2, before anything is written.
@@ -261,11 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--list-builtins", action="store_true", help="list built-in links and exit")
     e.set_defaults(func=cmd_emulate)
     # The other subcommands live with their code; their parsers import nothing heavy.
+    from loki.ab import add_ab_parser
     from loki.bench import add_bench_parser
     from loki.train.cli import add_train_parser
 
     add_bench_parser(sub)
     add_train_parser(sub)
+    add_ab_parser(sub)
     try:
         from rtc.cli import add_live_parser
     except ImportError:  # rtc/ needs the [rtc] extra (aiortc, av)

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from bench.lib.stats import (
+from bench.lib.summary import json_safe
+from loki.stats import (
     PairedChange,
     derive_seed,
     paired_relative_change,
     relative_change,
 )
-from bench.lib.summary import json_safe
 
 
 def lognormal_mean_one(rng: np.random.Generator, sigma: float, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from bench.lib.sessions import (
     subsample_per_family,
     write_atomic,
 )
-from bench.lib.stats import DEFAULT_RESAMPLES
+from loki.stats import DEFAULT_RESAMPLES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_FILE = "results.json"

@@ -16,7 +16,7 @@ from pathlib import PurePath
 import numpy as np
 
 from bench.lib.sessions import LinkSetting, SessionTask
-from bench.lib.stats import CONFIDENCE, derive_seed, paired_relative_change
+from loki.stats import CONFIDENCE, derive_seed, paired_relative_change
 
 #: Aggregate name -> (per-session QoE field, statistic over sessions).
 AGGREGATES: dict[str, tuple[str, str]] = {

@@ -31,7 +31,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help="train a learned controller (gcc-clone, rl, loki, hybrid)",
         description="Train a learned controller; writes model.npz, card.md and curve.csv.",
     )
-    p.add_argument("model", choices=MODELS, help="clone = gcc-clone; train clone first")
+    p.add_argument(
+        "model",
+        choices=(*MODELS, "online"),
+        help="clone = gcc-clone; train clone first; online = update a model from session logs",
+    )
     p.add_argument(
         "--traces",
         type=Path,
@@ -46,12 +50,27 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="collect rollouts on this Ray cluster ('auto', host:port)")
     p.add_argument("--out", type=Path, help="output folder (default: loki/models/<name>)")
     p.add_argument("--clone", type=Path, help="clone model.npz for rl/loki/hybrid")
-    p.add_argument("--learner", type=Path, help="loki: rl model.npz whose trunk starts the learner")
+    p.add_argument(
+        "--learner",
+        help="loki: where the learner trunk starts: clone (default), rl, random, or a model.npz",
+    )
+    from loki.train.online import add_online_arguments
+
+    add_online_arguments(p)  # --logs DIR..., --from MODEL, --epochs, --stall-weight
     p.set_defaults(func=cmd_train)
     return p
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "online":
+        from loki.train.online import cmd_train_online
+
+        try:
+            return cmd_train_online(args)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            from loki.cli import CliError
+
+            raise CliError(str(e)) from e
     common = {
         "traces": args.traces,
         "steps": args.steps or DEFAULT_STEPS[args.model],
@@ -82,7 +101,7 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     if args.model == "loki":
         from loki.train.loki_fusion import LokiArgs, train
 
-        return train(LokiArgs(**common, clone=args.clone, learner=args.learner))
+        return train(LokiArgs(**common, clone=args.clone, learner=args.learner or "clone"))
     from loki.train.hybrid import HybridArgs, train
 
     return train(HybridArgs(**common, clone=args.clone))

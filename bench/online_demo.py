@@ -1,0 +1,164 @@
+"""Online learning demonstration (issue 8): adapt the shipped ``loki`` to a new network.
+
+The "new deployment" is a synthetic family the model never met: a Markov-modulated
+cellular-like link (traces.generators.markov_modulated) with lower, burstier states than the
+generator's defaults, and faster fading. The held-out real family (mahimahi_cellular_us) is
+never touched. Steps:
+
+1. generate the family; split it into collection traces and held-back traces;
+2. for each round: run the current model with exploration noise on sessions of the
+   collection traces, logging every decision (loki.experience), then ``train_online`` on the
+   round's logs (AWR on gates and head, trunks frozen);
+3. A/B on the held-back traces: shipped vs updated, and GCC; the same on a subsample of the
+   original training families (nothing must break there).
+
+    .venv/bin/python -m bench.online_demo --out /tmp/online_demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from loki.ab import ab_specs, compare, run_pairs
+from loki.experience import LOG_SUFFIX, log_emulated_session
+from loki.learned.models import model_path
+from loki.train.data import LinkRanges, default_training_dirs, draw_spec
+from loki.train.env import Reward
+from loki.train.online import train_online
+from loki.train.parallel import Executor
+from traces.generators import LinkState, markov_modulated
+from traces.mahimahi import write_mahimahi
+
+#: The new network: deeper and more frequent fades than the training families.
+NEW_STATES = (
+    LinkState("outage", 0.25e6, 1_500),
+    LinkState("weak", 0.8e6, 2_500),
+    LinkState("fair", 2.0e6, 4_000),
+    LinkState("good", 4.0e6, 3_000),
+)
+NEW_TRANSITIONS = (
+    (0.0, 0.7, 0.3, 0.0),
+    (0.4, 0.0, 0.5, 0.1),
+    (0.2, 0.4, 0.0, 0.4),
+    (0.1, 0.3, 0.6, 0.0),
+)
+FLUCTUATION = 0.4
+TRACE_MS = 120_000
+COLLECT_TRACES = 24
+HELDOUT_TRACES = 12
+#: Generator seeds: collection traces from 0, held-back ones from 10_000 (disjoint).
+HELDOUT_SEED_BASE = 10_000
+
+
+def make_family(root: Path) -> tuple[Path, Path]:
+    collect, held = root / "collect", root / "heldout"
+    for d, n, base in ((collect, COLLECT_TRACES, 0), (held, HELDOUT_TRACES, HELDOUT_SEED_BASE)):
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            tr = markov_modulated(
+                TRACE_MS,
+                states=NEW_STATES,
+                transitions=NEW_TRANSITIONS,
+                fluctuation=FLUCTUATION,
+                seed=base + i,
+                name=f"newnet_{base + i}",
+            )
+            write_mahimahi(tr, d / f"newnet_{base + i}.up")
+    return collect, held
+
+
+def collect_round(
+    model: str, traces: list[str], out: Path, sessions: int, seed: int, workers: int
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for k in range(sessions):
+        spec = draw_spec(traces, rng, 30.0, LinkRanges())
+        jobs.append((spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), 0.1, seed * 100_000 + k))
+    with Executor(workers) as ex:
+        ex.map(log_emulated_session, jobs)
+
+
+def summary_row(rows: list[dict]) -> dict:
+    s = np.array([r["stall_rate"] for r in rows])
+    return {
+        "bitrate_kbps": float(np.mean([r["bitrate_kbps"] for r in rows])),
+        "stall_mean": float(s.mean()),
+        "stall_p95": float(np.percentile(s, 95)),
+        "frame_delay_p95_ms": float(np.nanmean([r["frame_delay_p95_ms"] for r in rows])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sessions", type=int, default=96, help="logged sessions per round")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--train-sample", type=int, default=2, help="traces per training family")
+    p.add_argument("--heldout-sample", type=int, help="held-back traces used (default all)")
+    p.add_argument("--duration-s", type=float, default=30.0, help="A/B session length")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stall-weight", type=float, default=Reward().stall)
+    args = p.parse_args(argv)
+    out = args.out
+    collect, held = make_family(out / "family")
+    collect_traces = sorted(str(p) for p in collect.iterdir())
+    shipped = str(model_path("loki"))
+    current = shipped
+    rounds = []
+    for r in range(args.rounds):
+        logs = out / f"logs/round{r}"
+        collect_round(current, collect_traces, logs, args.sessions, args.seed + r, args.workers)
+        new = out / f"models/round{r}/model.npz"
+        fig = train_online(
+            [logs],
+            Path(current),
+            new,
+            seed=args.seed + r,
+            epochs=args.epochs,
+            reward=Reward(stall=args.stall_weight),
+        )
+        rounds.append(fig)
+        print(f"round {r}: {json.dumps(fig)}")
+        current = str(new)
+    result: dict = {"rounds": rounds, "updated": current}
+    for label, dirs, sample in (
+        ("new_family_heldout", [held], args.heldout_sample),
+        ("training_families", default_training_dirs(), args.train_sample),
+    ):
+        specs = ab_specs(dirs, sample, args.seed + 7, args.duration_s)
+        rows_a, rows_b = run_pairs(specs, shipped, current, args.workers)
+        with Executor(args.workers) as ex:
+            from loki.train.rollout import run_session
+
+            rows_g = ex.map(run_session, [(s, "gcc") for s in specs])
+        res = compare(rows_a, rows_b, seed=args.seed)
+        res["table"] = {
+            "gcc": summary_row(rows_g),
+            "shipped": summary_row(rows_a),
+            "updated": summary_row(rows_b),
+        }
+        result[label] = res
+        print(f"\n== {label}: {len(specs)} paired sessions ==")
+        for name, row in res["table"].items():
+            print(
+                f"  {name:>8}: {row['bitrate_kbps']:7.0f} kbps  stall mean {row['stall_mean']:.4f}"
+                f"  p95 {row['stall_p95']:.4f}  frame delay p95 {row['frame_delay_p95_ms']:.0f} ms"
+            )
+        for name, ch in res["changes"].items():
+            ci = f"[{ch['ci_low']:+7.1%}, {ch['ci_high']:+7.1%}]"
+            print(f"  {name:>22}: {ch['estimate']:+7.1%} {ci}")
+        print(f"  verdict: {res['verdict']} {res['reasons']}")
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
