@@ -11,8 +11,11 @@ network state*:
     w_r = sigmoid(W_r z + b_r)
     fused = w_c * f_c + w_r * f_r       (element-wise)
 
-The gates start at ``W = 0``, ``b_c = +4``, ``b_r = -4`` (w_c = 0.982, w_r = 0.018): the fused
-controller starts as the clone, and RL moves weight to the learner only where that pays.
+The gates start at ``W = 0``, ``b_c = +1``, ``b_r = -1``: w_c = 0.73 and w_r = 0.27, which
+sum to exactly 1. With the learner trunk starting as a copy of the clone's (f_r = f_c), the
+fused features are then exactly the clone's: the controller starts as the clone, the clone
+keeps the larger weight while the learner moves, and the learner's gate is open enough
+(0.27, not 0.02) for its trunk to receive gradient. RL moves weight where that pays.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 
 from loki.nn import sigmoid
 
-#: Initial gate biases: sigmoid(4) = 0.982 for the clone, sigmoid(-4) = 0.018 for the learner.
-CLONE_GATE_BIAS = 4.0
-LEARNER_GATE_BIAS = -4.0
+#: Initial gate biases: sigmoid(1) = 0.731 for the clone, sigmoid(-1) = 0.269 for the learner
+#: (sigmoid(b) + sigmoid(-b) = 1: equal trunks give exactly the clone's features).
+CLONE_GATE_BIAS = 1.0
+LEARNER_GATE_BIAS = -1.0
 #: Parameter names, shared with the torch module and the exported model files.
 GATE_C = "fusion.gate_c"
 GATE_R = "fusion.gate_r"

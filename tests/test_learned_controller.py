@@ -169,3 +169,17 @@ def test_committed_models_load_and_decide():
         _drive(ctl, 8)
         assert ctl.decisions >= 2, name
         assert CFG.min_bps <= ctl.target_bps <= CFG.max_bps
+
+
+def test_inference_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from loki.controllers import make_controller\n"
+        "for n in ('gcc-clone', 'rl', 'loki', 'hybrid'):\n"
+        "    make_controller(n)\n"
+        "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,8 +7,6 @@ model from ``loki/models/<name>/model.npz`` in numpy (no torch at run time). See
 
 from __future__ import annotations
 
-import functools
-
 from loki.controllers import register_controller
 from loki.learned.controller import (
     ACTION_LOG2_RANGE,
@@ -25,7 +23,7 @@ def _factory(name: str):
     def make(config, trace):
         return make_registered(name, config)
 
-    return functools.update_wrapper(make, make_registered)
+    return make
 
 
 for _name in REGISTERED:

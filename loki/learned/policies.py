@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.dual_weight import DualWeightFusion
-from loki.nn import Mlp, Normalizer, sigmoid
+from loki.nn import Mlp, Normalizer
 
 ACTION_LOW = -1.0
 ACTION_HIGH = 1.0
@@ -98,10 +98,13 @@ class FusionPolicy:
         self._w2 = w2
         self._b2 = np.concatenate([c2.bias, r2.bias])
         self.fusion = DualWeightFusion(params)
-        self._wg = self.fusion._w
-        self._bg = self.fusion._b
+        # sigmoid(z) = (1 + tanh(z / 2)) / 2, so with t = tanh(W_g f / 2 + b_g / 2):
+        # head(w_c f_c + w_r f_r) = ([w_h, w_h] / 2) @ (f + t * f) + b_h, over f = [f_c, f_r].
+        self._wg_half = np.ascontiguousarray(self.fusion._w * 0.5, dtype=np.float32)
+        self._bg_half = (self.fusion._b * 0.5).astype(np.float32)
         head = Mlp(params, "head", tanh_last=False)
-        self._wh = np.ascontiguousarray(head.layers[0].weight[0])
+        wh = head.layers[0].weight[0]
+        self._wh2 = np.ascontiguousarray(np.concatenate([wh, wh]) * 0.5, dtype=np.float32)
         self._bh = float(head.layers[0].bias[0])
 
     @property
@@ -119,7 +122,5 @@ class FusionPolicy:
 
     def __call__(self, x: np.ndarray) -> float:
         f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
-        g = sigmoid(self._wg @ f + self._bg)
-        h = self.feature_size
-        fused = g[:h] * f[:h] + g[h:] * f[h:]
-        return _clip_action(float(self._wh @ fused) + self._bh)
+        t = np.tanh(self._wg_half @ f + self._bg_half)
+        return _clip_action(float(self._wh2 @ (f + t * f)) + self._bh)

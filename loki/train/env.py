@@ -50,8 +50,8 @@ MAX_EXCESS_DELAY_S = 2.0
 class Reward:
     """Weights of the reward's terms (see the module docstring)."""
 
-    stall: float = 4.0
-    delay: float = 0.4
+    stall: float = 8.0
+    delay: float = 0.6
     loss: float = 1.0
     change: float = 0.5
 

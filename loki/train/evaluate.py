@@ -109,6 +109,33 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
     return out
 
 
+def _spec_key(spec: EpisodeSpec, controller: str) -> tuple:
+    return (spec.trace_path, spec.offset_ms, spec.delay_ms, spec.loss, controller)
+
+
+def _key(row: dict) -> tuple:
+    return (
+        row["trace"],
+        int(row["offset_ms"]),
+        int(row["delay_ms"]),
+        float(row["loss"]),
+        row["controller"],
+    )
+
+
+def _read_sessions(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            for k, v in r.items():
+                if k not in ("controller", "trace", "queue_packets"):
+                    r[k] = float(v)
+            out.append(r)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, required=True, help="a family folder")
@@ -123,11 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     if "gcc" not in controllers:
         controllers.insert(0, "gcc")
     specs = specs_for(args.traces, args.sample, args.seed)
-    jobs = [(s, c) for s in specs for c in controllers]
+    # Sessions already in the output folder are kept (a later run adds controllers).
+    done = _read_sessions(args.out / "sessions.csv")
+    have = {_key(r) for r in done}
+    jobs = [(s, c) for s in specs for c in controllers if _spec_key(s, c) not in have]
     rows: list[dict] = []
     with Executor(args.workers, args.ray_address) as ex:
         for i in tqdm(range(0, len(jobs), 16), desc="sessions", unit="x16"):
             rows += ex.map(run_session, jobs[i : i + 16])
+    rows = done + rows
+    wanted = {_spec_key(s, c) for s in specs for c in controllers}
+    rows = [r for r in rows if _key(r) in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "sessions.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -2,15 +2,19 @@
 
 Read top to bottom:
 
-1. Load the clone (frozen: trunk, head, normaliser) and, if given, an ``rl`` model whose actor
-   trunk starts the learner (Loki's learning actor is an RL model of the same kind).
+1. Load the clone (frozen: trunk, head, normaliser). The learner trunk has the clone's shape
+   and starts as a copy of the clone's trunk (``--learner clone``, the default): RL then
+   moves it away from GCC's features only where the reward says so. Starting it from the
+   ``rl`` model's trunk (``--learner rl``) was measured worse: rl's features were trained for
+   rl's own head, and mixed into the clone's head they led PPO to a fixed-rate policy (see
+   loki/LEARNING.md).
 2. Policy (:class:`~loki.train.sb3_policies.FusionPolicy`): frozen clone trunk -> f_c, learner
    trunk -> f_r, dual-weight fusion (gates w_c = sigmoid(W_c [f_c, f_r] + b_c) starting at
-   0.98, w_r starting at 0.02), fused = w_c * f_c + w_r * f_r, then the action head,
-   initialised from the clone's head. At the start the policy *is* (almost exactly) the
-   clone: the long tail starts as safe as GCC, and PPO moves weight to the learner only where
-   the reward says so. Exploration noise starts small (log-std -2: a std of 0.14 in log2 rate
-   per decision) for the same reason.
+   0.73, w_r starting at 0.27: they sum to 1), fused = w_c * f_c + w_r * f_r, then the action
+   head, initialised from the clone's head. With the learner a copy of the clone, the policy
+   starts *exactly* as the clone: the long tail starts as safe as GCC, and PPO moves weight to
+   the learner only where the reward says so. Exploration noise starts small (log-std -2.3:
+   a std of 0.1 in log2 rate per decision) for the same reason.
 3. Critic warm-up: for the first ``warmup_steps`` the actor is frozen and only the critic
    learns, so the first policy updates follow a critic that already knows the clone's value.
 4. PPO with the smoothness cost in the reward (|log2 rate change| per decision), export,
@@ -48,6 +52,7 @@ from loki.train.ppo import (
     clone_path,
     closed_loop,
     describe_closed_loop,
+    display_path,
     load_clone,
     make_envs,
     set_torch_threads,
@@ -63,10 +68,12 @@ NAME = "loki"
 class LokiArgs(PpoArgs):
     steps: int = 300_000
     lr: float = 1e-4
-    log_std_init: float = -2.0
+    log_std_init: float = -2.3
     warmup_steps: int = 20_000
-    learner: Path | None = None  # an rl model.npz; default loki/models/rl if present
-    no_learner_init: bool = False
+    target_kl: float | None = 0.02
+    #: Where the learner trunk starts: "clone" (a copy of the clone's trunk), "rl" (the rl
+    #: model's actor trunk), "random", or the path of a model.npz with an actor trunk.
+    learner: str | Path = "clone"
 
 
 class CriticWarmup(BaseCallback):
@@ -94,13 +101,14 @@ class CriticWarmup(BaseCallback):
             self._set(True)
 
 
-def learner_path(args: LokiArgs) -> Path | None:
-    if args.no_learner_init:
-        return None
-    if args.learner is not None:
-        return Path(args.learner)
-    default = MODEL_DIR / REGISTERED["rl"] / MODEL_FILE
-    return default if default.is_file() else None
+def learner_init(args: LokiArgs, clone: dict) -> tuple[dict | None, str, str]:
+    """(params, key prefix, description) the learner trunk starts from; None: random."""
+    if args.learner == "random":
+        return None, "", "random"
+    if args.learner == "clone":
+        return clone, "clone.trunk", "a copy of the clone's trunk"
+    path = MODEL_DIR / REGISTERED["rl"] / MODEL_FILE if args.learner == "rl" else Path(args.learner)
+    return load_model(path), "actor.trunk", f"the actor trunk of {path}"
 
 
 def train(args: LokiArgs) -> Path:
@@ -110,7 +118,7 @@ def train(args: LokiArgs) -> Path:
     out = out_dir(args, NAME)
     clone = load_clone(args)
     mean, std = clone["obs_mean"], clone["obs_std"]
-    learner_from = learner_path(args)
+    learner_params, learner_prefix, learner_from = learner_init(args, clone)
     fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
 
     env = make_envs(args, fit_paths, RatioController)
@@ -126,6 +134,7 @@ def train(args: LokiArgs) -> Path:
         clip_range=args.clip,
         ent_coef=0.0,
         max_grad_norm=0.5,
+        target_kl=args.target_kl,
         policy_kwargs={
             "clone_params": clone,
             "features_extractor_class": NormalizeObs,
@@ -136,8 +145,8 @@ def train(args: LokiArgs) -> Path:
         device="cpu",
         verbose=0,
     )
-    if learner_from is not None:
-        model.policy.load_learner(load_model(learner_from), "actor.trunk")
+    if learner_params is not None:
+        model.policy.load_learner(learner_params, learner_prefix)
     log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
     curve = CurveCallback(log, args.steps, RatioController.obs_size, desc=f"train {NAME}")
     model.learn(
@@ -152,8 +161,8 @@ def train(args: LokiArgs) -> Path:
         "seed": args.seed,
         "steps": int(model.num_timesteps),
         "command": args.command,
-        "clone": str(clone_path(args)),
-        "learner_init": str(learner_from) if learner_from else None,
+        "clone": display_path(clone_path(args)),
+        "learner_init": learner_from,
     }
     actor = model.policy.export_actor()
     path = write_model(
@@ -180,10 +189,12 @@ def train(args: LokiArgs) -> Path:
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
                 f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
                 f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %. Clone: "
-                f"{clone_path(args)}; learner initialised from {learner_from or 'random'}. PPO: "
+                f"{display_path(clone_path(args))}; learner trunk initialised from "
+                f"{learner_from}. PPO: "
                 f"{model.num_timesteps} steps ({args.warmup_steps} critic-only warm-up), "
                 f"{max(1, args.workers)} environment(s) x {args.n_steps} steps per update, "
-                f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, gamma {args.gamma}, GAE "
+                f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, target KL "
+                f"{args.target_kl}, gamma {args.gamma}, GAE "
                 f"{args.gae_lambda}, clip {args.clip}, log-std init {args.log_std_init}. Reward "
                 f"weights {Reward()}. Seed {args.seed}."
             ),

@@ -21,7 +21,13 @@ from loki.api import ControllerConfig
 from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
 from loki.nn import load_model
 from loki.train.common import CsvLog, RangeTracker, TrainArgs
-from loki.train.data import EpisodeSpec, LinkRanges, draw_spec, training_trace_paths
+from loki.train.data import (
+    REPO_ROOT,
+    EpisodeSpec,
+    LinkRanges,
+    draw_spec,
+    training_trace_paths,
+)
 from loki.train.env import ControllerEnv, Reward
 from loki.train.parallel import Executor, make_vec_env
 from loki.train.rollout import run_session
@@ -60,6 +66,14 @@ class PpoArgs(TrainArgs):
 
 def clone_path(args: PpoArgs) -> Path:
     return Path(args.clone) if args.clone else MODEL_DIR / REGISTERED["gcc-clone"] / MODEL_FILE
+
+
+def display_path(path: Path) -> str:
+    """A path as a model card shows it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def load_clone(args: PpoArgs) -> dict[str, np.ndarray]:
