@@ -13,29 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from loki.argtypes import nonneg_int as _nonneg_int
+from loki.argtypes import positive_float as _positive_float
+from loki.argtypes import positive_int as _positive_int
+from loki.argtypes import probability as _probability
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONTROLLERS = "gcc,oracle"
 #: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
 INTERRUPTED_STATUS = 130
-
-
-def _number(kind: type, ok, what: str):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_probability = _number(float, lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
-_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def _usable_cpus() -> int:

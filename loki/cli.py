@@ -12,6 +12,12 @@ import json
 import sys
 from pathlib import Path
 
+from loki.argtypes import nonneg_int as _nonneg_int
+from loki.argtypes import number as _number
+from loki.argtypes import positive_float as _positive_float
+from loki.argtypes import positive_int as _positive_int
+from loki.argtypes import probability as _probability
+
 DEFAULT_DURATION_CAP_S = 600.0
 
 
@@ -19,25 +25,6 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _number(kind: type, ok, what: str):
-    """An argparse type that converts with ``kind`` and checks ``ok``, naming what it wants."""
-
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_probability = _number(float, lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
-_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 _feedback_interval = _number(int, lambda v: 10 <= v <= 1000, "an interval in ms within [10, 1000]")
 
 
