@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from stable_baselines3 import PPO
 
 from loki.learned.controller import HYBRID_EVERY_REPORTS, HybridController
 from loki.train.common import (
-    CURVE_FILE,
-    CsvLog,
     Stopwatch,
     out_dir,
     seed_everything,
@@ -32,13 +29,13 @@ from loki.train.common import (
 )
 from loki.train.env import Reward
 from loki.train.ppo import (
-    CURVE_COLUMNS,
-    CurveCallback,
     PpoArgs,
     closed_loop,
     describe_closed_loop,
+    learn_with_curve,
     load_clone,
     make_envs,
+    new_ppo,
     set_torch_threads,
     split_traces,
     validation_specs,
@@ -70,28 +67,8 @@ def train(args: HybridArgs) -> Path:
     fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
 
     env = make_envs(args, fit_paths, HybridController)
-    model = PPO(
-        NormalizedMlpPolicy,
-        env,
-        learning_rate=args.lr,
-        n_steps=args.n_steps,
-        batch_size=args.batch,
-        n_epochs=args.epochs,
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        clip_range=args.clip,
-        ent_coef=0.0,
-        max_grad_norm=0.5,
-        policy_kwargs=mlp_policy_kwargs(mean, std, args.log_std_init),
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
-    )
-    log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
-    curve = CurveCallback(log, args.steps, HybridController.obs_size, desc=f"train {NAME}")
-    model.learn(total_timesteps=args.steps, callback=curve)
-    env.close()
-    log.close()
+    model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))
+    curve = learn_with_curve(model, env, args, out, HybridController.obs_size, NAME)
 
     low, high = curve.seen.bounds()
     meta = {

@@ -28,16 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback
 
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
 from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
 from loki.nn import load_model
 from loki.train.common import (
-    CURVE_FILE,
-    CsvLog,
     Stopwatch,
     out_dir,
     seed_everything,
@@ -46,15 +43,15 @@ from loki.train.common import (
 )
 from loki.train.env import Reward
 from loki.train.ppo import (
-    CURVE_COLUMNS,
-    CurveCallback,
     PpoArgs,
     clone_path,
     closed_loop,
     describe_closed_loop,
     display_path,
+    learn_with_curve,
     load_clone,
     make_envs,
+    new_ppo,
     set_torch_threads,
     split_traces,
     validation_specs,
@@ -122,38 +119,23 @@ def train(args: LokiArgs) -> Path:
     fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
 
     env = make_envs(args, fit_paths, RatioController)
-    model = PPO(
+    model = new_ppo(
         FusionPolicy,
         env,
-        learning_rate=args.lr,
-        n_steps=args.n_steps,
-        batch_size=args.batch,
-        n_epochs=args.epochs,
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        clip_range=args.clip,
-        ent_coef=0.0,
-        max_grad_norm=0.5,
-        target_kl=args.target_kl,
-        policy_kwargs={
+        args,
+        {
             "clone_params": clone,
             "features_extractor_class": NormalizeObs,
             "features_extractor_kwargs": {"mean": mean, "std": std},
             "log_std_init": args.log_std_init,
         },
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
+        target_kl=args.target_kl,
     )
     if learner_params is not None:
         model.policy.load_learner(learner_params, learner_prefix)
-    log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
-    curve = CurveCallback(log, args.steps, RatioController.obs_size, desc=f"train {NAME}")
-    model.learn(
-        total_timesteps=args.steps, callback=CallbackList([curve, CriticWarmup(args.warmup_steps)])
+    curve = learn_with_curve(
+        model, env, args, out, RatioController.obs_size, NAME, [CriticWarmup(args.warmup_steps)]
     )
-    env.close()
-    log.close()
 
     low, high = curve.seen.bounds()
     meta = {

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
 from loki.api import ControllerConfig
 from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
 from loki.nn import load_model
-from loki.train.common import CsvLog, RangeTracker, TrainArgs
+from loki.train.common import CURVE_FILE, CsvLog, RangeTracker, TrainArgs
 from loki.train.data import (
     REPO_ROOT,
     EpisodeSpec,
@@ -215,3 +216,38 @@ def describe_closed_loop(loop: dict) -> str:
 def set_torch_threads() -> None:
     # Tiny networks: one thread is fastest, and leaves the other core to the rollout workers.
     torch.set_num_threads(1)
+
+
+def new_ppo(policy, env, args: PpoArgs, policy_kwargs: dict, **extra) -> PPO:
+    """The PPO every learned controller trains with: the run's hyperparameters, CPU, seeded."""
+    return PPO(
+        policy,
+        env,
+        learning_rate=args.lr,
+        n_steps=args.n_steps,
+        batch_size=args.batch,
+        n_epochs=args.epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip,
+        ent_coef=0.0,
+        max_grad_norm=0.5,
+        policy_kwargs=policy_kwargs,
+        seed=args.seed,
+        device="cpu",
+        verbose=0,
+        **extra,
+    )
+
+
+def learn_with_curve(
+    model: PPO, env, args: PpoArgs, out: Path, obs_size: int, name: str, extra_callbacks=()
+) -> CurveCallback:
+    """Train for ``args.steps``, logging the learning curve to ``out/curve.csv``; closes env."""
+    log = CsvLog(out / CURVE_FILE, CURVE_COLUMNS)
+    curve = CurveCallback(log, args.steps, obs_size, desc=f"train {name}")
+    callback = CallbackList([curve, *extra_callbacks]) if extra_callbacks else curve
+    model.learn(total_timesteps=args.steps, callback=callback)
+    env.close()
+    log.close()
+    return curve
