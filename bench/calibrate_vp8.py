@@ -34,7 +34,6 @@ import argparse
 import ctypes
 import dataclasses
 import datetime
-import glob
 import json
 import math
 import os
@@ -50,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loki.emu.encoder import EncoderCalibration, VideoEncoderModel
+from rtc.libvpx import Libvpx, load_libvpx
 
 FPS = 30
 FRAME_MS = 1000.0 / FPS
@@ -253,101 +253,6 @@ def pts_us(i: int) -> int:
 
 
 # -- libvpx through ctypes -------------------------------------------------------------------
-class _CxFrame(ctypes.Structure):
-    _fields_ = (
-        ("buf", ctypes.c_void_p),
-        ("sz", ctypes.c_size_t),
-        ("pts", ctypes.c_int64),
-        ("duration", ctypes.c_ulong),
-        ("flags", ctypes.c_uint32),
-        ("partition_id", ctypes.c_int),
-    )
-
-
-class _CxPacket(ctypes.Structure):
-    _fields_ = (("kind", ctypes.c_int), ("frame", _CxFrame))
-
-
-class Libvpx:
-    """The libvpx shared library PyAV bundles, with the few calls an encoder needs."""
-
-    def __init__(self) -> None:
-        import av
-
-        pattern = os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libvpx*.so*")
-        found = sorted(glob.glob(pattern))
-        if not found:
-            raise RuntimeError(f"no libvpx bundled with PyAV ({pattern})")
-        self.path = os.path.realpath(found[0])
-        lib = ctypes.CDLL(self.path)
-        lib.vpx_codec_vp8_cx.restype = ctypes.c_void_p
-        lib.vpx_codec_version_str.restype = ctypes.c_char_p
-        lib.vpx_codec_enc_config_default.argtypes = (
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-        )
-        lib.vpx_codec_enc_init_ver.argtypes = (
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_long,
-            ctypes.c_int,
-        )
-        lib.vpx_codec_enc_config_set.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
-        lib.vpx_codec_control_.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
-        lib.vpx_codec_encode.argtypes = (
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_int64,
-            ctypes.c_ulong,
-            ctypes.c_long,
-            ctypes.c_ulong,
-        )
-        lib.vpx_codec_get_cx_data.restype = ctypes.POINTER(_CxPacket)
-        lib.vpx_codec_get_cx_data.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
-        lib.vpx_codec_destroy.argtypes = (ctypes.c_void_p,)
-        lib.vpx_img_wrap.restype = ctypes.c_void_p
-        lib.vpx_img_wrap.argtypes = (
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-        )
-        self.lib = lib
-        self.iface = ctypes.c_void_p(lib.vpx_codec_vp8_cx())
-        self.version = lib.vpx_codec_version_str().decode()
-        self._check_cfg_layout()
-        self.abi_version = self._find_abi_version()
-
-    def default_cfg(self) -> ctypes.Array:
-        cfg = (ctypes.c_uint32 * CFG_WORDS)()
-        if self.lib.vpx_codec_enc_config_default(self.iface, cfg, 0) != 0:
-            raise RuntimeError("vpx_codec_enc_config_default failed")
-        return cfg
-
-    def _check_cfg_layout(self) -> None:
-        cfg = self.default_cfg()
-        for name, want in CFG_DEFAULTS.items():
-            got = cfg[CFG_OFFSETS[name] // 4]
-            if got != want:
-                raise RuntimeError(f"vpx_codec_enc_cfg layout differs: {name} = {got}, not {want}")
-
-    def _find_abi_version(self) -> int:
-        """vpx_codec_enc_init_ver accepts only its own VPX_ENCODER_ABI_VERSION: probe for it."""
-        for version in range(1, 200):
-            ctx = (ctypes.c_uint8 * CTX_BYTES)()
-            if (
-                self.lib.vpx_codec_enc_init_ver(ctx, self.iface, self.default_cfg(), 0, version)
-                == 0
-            ):
-                self.lib.vpx_codec_destroy(ctx)
-                return version
-        raise RuntimeError("no VPX_ENCODER_ABI_VERSION accepted")
-
-
 class Vp8Encoder:
     """One libvpx VP8 encoder configured as aiortc's (through FFmpeg) would be."""
 
@@ -810,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     import av
 
     t_start = time.perf_counter()
-    vpx = Libvpx()
+    vpx = load_libvpx()
     log(f"libvpx {vpx.version} (ABI {vpx.abi_version}) from {os.path.basename(vpx.path)}")
     data: dict[str, Any] = {
         "schema": 1,
