@@ -23,6 +23,16 @@ one place for every controller, learned ones included, so that none of them must
 Nothing is repaired into something it was not: a doubtful packet is dropped, not corrected, so a
 controller sees less feedback but never invented feedback. Every drop is counted in
 :class:`GuardStats`.
+
+Almost every report is clean, and the full sanitising path (masks, a stable sort, duplicate
+removal) costs tens of numpy calls a report, which the live sender pays on its event loop. So a
+report is first tried on a fast path: a dozen whole-array reductions that prove every rule above
+holds for every packet (int64 columns, sequence numbers strictly increasing, every value within
+its bounds, no status seen before). A report so proven passes with the caller's own arrays, not
+copies (controllers only read a report); anything else, or anything unproven, goes through the
+full path, and the two answer the same report and leave the same state (tests compare them on
+clean and dirty input). Over a live session's reports the guard's median cost fell from 65 us
+to 17 us (offline replay; about 255 us to 100 us inside the loaded live sender).
 """
 
 from __future__ import annotations
@@ -55,6 +65,10 @@ MAX_RR_PACKETS = 1_000_000
 MAX_ABS_VALUE = 1 << 62
 
 _NOT_REPORTED, _REPORTED_LOST, _REPORTED_RECEIVED = 0, 1, 2
+_INT64 = np.dtype(np.int64)
+# The bare reductions: ``arr.min()`` goes through two more Python layers, a microsecond each.
+_MIN = np.minimum.reduce
+_MAX = np.maximum.reduce
 
 
 @dataclass
@@ -146,7 +160,8 @@ class _Resync:
 class FeedbackGuard(Controller):
     """Wraps ``inner``; forwards only sane inputs and answers only a bounded, finite target."""
 
-    def __init__(self, inner: Controller) -> None:
+    def __init__(self, inner: Controller, *, fast_path: bool = True) -> None:
+        """``fast_path=False`` sends every report through the full path (tests compare them)."""
         super().__init__(inner.config)
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
@@ -161,6 +176,7 @@ class FeedbackGuard(Controller):
         # The receiver's clock: lowest one-way delay seen (arrival less send).
         self._base_delay_us: int | None = None
         self._clock_resync = _Resync()
+        self._fast_path = fast_path
 
     # -- outputs ------------------------------------------------------------------------------
     @property
@@ -249,6 +265,17 @@ class FeedbackGuard(Controller):
             return None
         st.packets += n
         fb_us = self._time(report.feedback_time_us)
+        if fb_us is not None and self._fast_path:
+            clean = self._pass_if_clean(report, n, fb_us)
+            if clean is not None:
+                return clean
+        return self._sanitize_full(report, n, fb_us)
+
+    def _sanitize_full(
+        self, report: TransportFeedback, n: int, fb_us: int | None
+    ) -> TransportFeedback | None:
+        """Every rule, packet by packet: what is doubtful is dropped and counted."""
+        st = self.stats
         columns = [
             report.seq,
             report.send_time_us,
@@ -297,6 +324,91 @@ class FeedbackGuard(Controller):
             size_bytes=size[idx],
             probe_cluster_id=np.where(probe[idx] >= 0, probe[idx], NO_PROBE),
         )
+
+    def _pass_if_clean(
+        self, report: TransportFeedback, n: int, fb_us: int
+    ) -> TransportFeedback | None:
+        """``report`` itself when every rule provably holds for every packet, else None.
+
+        Nothing is changed before the proof is complete, so a None leaves the state exactly as
+        the full path expects to find it. Each check is the full path's rule for the case where
+        no packet was dropped before it; where a check cannot be proven cheaply (a value near
+        int64's ends, a status seen before), the report goes to the full path instead.
+        """
+        seq = report.seq
+        send = report.send_time_us
+        arrival = report.arrival_time_us
+        size = report.size_bytes
+        probe = report.probe_cluster_id
+        for col in (seq, send, arrival, size, probe):
+            if type(col) is not np.ndarray or col.dtype != _INT64 or col.shape != (n,):
+                return None
+        # Strictly increasing: in sequence order and no duplicates within the report, so the
+        # full path's sort and de-duplication keep every packet where it is.
+        if n > 1 and not (seq[1:] > seq[:-1]).all():
+            return None
+        first_seq, last_seq = int(seq[0]), int(seq[-1])
+        oldest_send_us = fb_us - MAX_FEEDBACK_AGE_US
+        if (
+            first_seq < -MAX_ABS_VALUE
+            or last_seq > MAX_ABS_VALUE
+            or oldest_send_us < -MAX_ABS_VALUE
+            or int(_MIN(send)) < oldest_send_us
+            or int(_MAX(send)) > fb_us
+            or int(_MIN(size)) < 1
+            or int(_MAX(size)) > MAX_PACKET_BYTES
+            or int(_MIN(probe)) < NO_PROBE
+            or int(_MAX(probe)) > MAX_ABS_VALUE
+            or int(_MAX(arrival)) > MAX_ABS_VALUE
+        ):
+            return None
+        # An int arrival >= NOT_RECEIVED_US is either "not received" or >= 0.
+        first_arrival_us = int(_MIN(arrival))
+        if first_arrival_us < NOT_RECEIVED_US:
+            return None
+        newest = first_seq if self._newest_seq is None else self._newest_seq
+        if first_seq < newest - SEQ_WINDOW or last_seq > newest + SEQ_WINDOW:
+            return None
+        all_received = first_arrival_us != NOT_RECEIVED_US
+        received = None if all_received else arrival != NOT_RECEIVED_US
+        rx_delay = arrival - send
+        if received is not None:
+            rx_delay = rx_delay[received] if received.any() else None
+        base = self._base_delay_us
+        low_delay_us: int | None = None
+        if rx_delay is not None:
+            low_delay_us, high_delay_us = int(_MIN(rx_delay)), int(_MAX(rx_delay))
+            if base is None:
+                base = low_delay_us
+            if low_delay_us < base - MAX_DELAY_DROP_US or high_delay_us > base + MAX_QUEUE_DELAY_US:
+                return None
+        # No status reported before: a packet seen before goes to the full path, which knows
+        # whether it is a late arrival (passed) or a repeat (dropped).
+        ring_seq = self._ring_seq
+        slot = seq & (ring_seq.size - 1)  # seq % size, the size being a power of two
+        if (ring_seq[slot] == seq).any():
+            return None
+
+        # Proven clean: record what the full path would have recorded.
+        ring_seq[slot] = seq
+        self._ring_state[slot] = (
+            _REPORTED_RECEIVED
+            if received is None
+            else np.where(received, _REPORTED_RECEIVED, _REPORTED_LOST)
+        )
+        self._seq_resync.misses = 0
+        if self._newest_seq is None or last_seq > self._newest_seq:
+            self._newest_seq = last_seq
+        if low_delay_us is not None:
+            self._clock_resync.misses = 0
+            self._base_delay_us = min(base, low_delay_us)  # type: ignore[type-var]
+        if (
+            type(report) is TransportFeedback
+            and type(report.feedback_time_us) is int
+            and report.feedback_time_us == fb_us
+        ):
+            return report
+        return TransportFeedback(fb_us, seq, send, arrival, size, probe)
 
     def _drop(self, keep: np.ndarray, ok: np.ndarray, counter: str) -> np.ndarray:
         bad = keep & ~ok

@@ -30,6 +30,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from rtc import aiortc_patch
+from rtc.compact_log import IntRows
 from rtc.frame_assembler import FrameAssembler
 
 #: The emulator's receiver timer (``loki.emu.session.TICK_US``): NACK retries and PLI checks.
@@ -73,7 +74,8 @@ class AiortcReceiver:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.assembler = FrameAssembler(clock_us, deliver=self._deliver, send_nack=self._nack)
         self._rtp_receiver: Any = None
-        self._decoded: list[tuple[int, int]] = []  # (decoder output us, output index)
+        #: (decoder output us, index in the assembler's outputs) per decoded frame.
+        self._decoded = IntRows(("decoded_us", "output_index"))
         self._task: asyncio.Task | None = None
         self._tick_task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
@@ -87,7 +89,7 @@ class AiortcReceiver:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
                 frame = await track.recv()
-                self._decoded.append((self.clock_us(), int(frame.pts)))
+                self._decoded.append(self.clock_us(), int(frame.pts))
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))

@@ -34,14 +34,16 @@ completes several frames does not hold the later ones back by packet interarriva
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
 from loki.receive import KeyframeRequester, NackRequester, PlayoutTiming
+from rtc.compact_log import IntRows
 from rtc.transport_feedback import SEQ_MOD, Unwrapper, sequence_unwrapper
 
 PICTURE_ID_MOD = 1 << 15
@@ -67,6 +69,55 @@ class OutputFrame:
     keyframe: bool
     size_bytes: int
     retransmitted: bool
+
+
+#: :class:`OutputFrame`'s fields as :class:`OutputFrames` stores them (None picture id: -1).
+OUTPUT_FIELDS = (
+    "time_us",
+    "render_us",
+    "rtp_timestamp",
+    "picture_id",
+    "keyframe",
+    "size_bytes",
+    "retransmitted",
+)
+_NO_PICTURE_ID = -1
+
+
+class OutputFrames(Sequence[OutputFrame]):
+    """Every frame handed out, as a read-only sequence of :class:`OutputFrame`, stored in
+    :class:`rtc.compact_log.IntRows` (8 bytes a field instead of an object of Python ints:
+    a session keeps one per frame)."""
+
+    def __init__(self) -> None:
+        self._rows = IntRows(OUTPUT_FIELDS)
+
+    def append(self, frame: OutputFrame) -> None:
+        pid = _NO_PICTURE_ID if frame.picture_id is None else frame.picture_id
+        self._rows.append(
+            frame.time_us,
+            frame.render_us,
+            frame.rtp_timestamp,
+            pid,
+            int(frame.keyframe),
+            frame.size_bytes,
+            int(frame.retransmitted),
+        )
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> OutputFrame: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[OutputFrame]: ...
+    def __getitem__(self, index: int | slice) -> OutputFrame | list[OutputFrame]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        t, render, ts, pid, key, size, rtx = self._rows.row(index)
+        return OutputFrame(
+            t, render, ts, None if pid == _NO_PICTURE_ID else pid, bool(key), size, bool(rtx)
+        )
 
 
 @dataclass(slots=True)
@@ -111,7 +162,7 @@ class FrameAssembler:
         self.rtt_us = self._nack.rtt_us
         self.media_ssrc: int | None = None
         self.payload_type: int | None = None
-        self.outputs: list[OutputFrame] = []
+        self.outputs = OutputFrames()
         self.frames_dropped = 0
         self.plis = 0
         self.nacks_sent = 0

@@ -33,6 +33,7 @@ from aiortc import RTCRtpSender, rtp
 from loki.api import Controller
 from loki.guard import FeedbackGuard, guarded
 from rtc import aiortc_patch
+from rtc.compact_log import IntRows
 from rtc.feedback_adapter import TransportFeedbackAdapter
 from rtc.pacer import LivePacer
 from rtc.rtcp_reports import LossFromReports, RttFromReports
@@ -53,18 +54,25 @@ def encoder_target_bps(target_bps: int) -> int:
     return int(target_bps * MAX_PAYLOAD_BYTES / (MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES))
 
 
+#: Fields of :attr:`LiveLog.frames`, one row per encoded frame (keyframe is 0/1).
+FRAME_FIELDS = ("time_us", "rtp_timestamp", "picture_id", "size_bytes", "keyframe", "target_bps")
+
+
 @dataclass
 class LiveLog:
-    """What a live sender did, for reports and tests (times on the session clock, us)."""
+    """What a live sender did, for reports and tests (times on the session clock, us).
+
+    Kept as :class:`rtc.compact_log.IntRows`, 8 bytes a value: a log of Python tuples grew a
+    long session's memory by about a megabyte a minute."""
 
     #: (time_us, target_bps) after every controller decision that changed the target.
-    targets: list[tuple[int, int]] = field(default_factory=list)
-    #: (time_us, rtp_timestamp, picture_id, size_bytes, keyframe, target_bps) per encoded frame.
-    frames: list[tuple[int, int, int, int, bool, int]] = field(default_factory=list)
+    targets: IntRows = field(default_factory=lambda: IntRows(("time_us", "target_bps")))
+    #: :data:`FRAME_FIELDS` per encoded frame.
+    frames: IntRows = field(default_factory=lambda: IntRows(FRAME_FIELDS))
     #: (time_us, rtt_us) per RTT sample.
-    rtts: list[tuple[int, int]] = field(default_factory=list)
+    rtts: IntRows = field(default_factory=lambda: IntRows(("time_us", "rtt_us")))
     #: (time_us, lost, expected) per receiver report.
-    losses: list[tuple[int, int, int]] = field(default_factory=list)
+    losses: IntRows = field(default_factory=lambda: IntRows(("time_us", "lost", "expected")))
     feedback_reports: int = 0
     #: Time spent inside the controller's methods (perf counter, ns).
     controller_ns: int = 0
@@ -132,7 +140,7 @@ class LiveController:
     def latest_rtt_us(self) -> int | None:
         """The newest RTT from RTCP receiver reports, or None before the first."""
         rtts = self.log.rtts
-        return rtts[-1][1] if rtts else None
+        return rtts.row(-1)[1] if rtts else None
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter_ns()
@@ -149,7 +157,7 @@ class LiveController:
             self.encoder.set_target_bps(encoder_target_bps(target))
             if self.pacer is not None:
                 self.pacer.set_target(target)
-            self.log.targets.append((now_us, target))
+            self.log.targets.append(now_us, target)
             if self._on_decision is not None:
                 self._on_decision(now_us, target)
         self._take_probes()
@@ -177,11 +185,11 @@ class LiveController:
                 continue
             rtt = self._rtt.on_report_block(block.lsr, block.dlsr, arrival_us)
             if rtt is not None:
-                self.log.rtts.append((arrival_us, rtt))
+                self.log.rtts.append(arrival_us, rtt)
                 self._timed(self.controller.on_rtt, rtt, arrival_us)
             loss = self._loss.on_report_block(block.packets_lost, block.highest_sequence)
             if loss is not None:
-                self.log.losses.append((arrival_us, *loss))
+                self.log.losses.append(arrival_us, *loss)
                 self._timed(self.controller.on_loss_report, loss[0], loss[1], arrival_us)
             self._apply(arrival_us)
 
@@ -207,16 +215,14 @@ class LiveController:
 
     # -- encoder and pacer plumbing -------------------------------------------------------------
     def _on_frame(self, info: EncodedFrameInfo) -> None:
-        # Runs in the encoder's thread; list.append is atomic under the GIL.
+        # Runs in the encoder's thread; IntRows appends a whole row under its lock.
         self.log.frames.append(
-            (
-                self.clock_us(),
-                info.rtp_timestamp,
-                info.picture_id,
-                info.size_bytes,
-                info.keyframe,
-                info.target_bps,
-            )
+            self.clock_us(),
+            info.rtp_timestamp,
+            info.picture_id,
+            info.size_bytes,
+            int(info.keyframe),
+            info.target_bps,
         )
 
     def _is_rtx(self, data: bytes) -> bool:
@@ -228,7 +234,7 @@ class LiveController:
             self._recent_media.append(data)
             if self.rtp_timestamp_offset is None and self.log.frames:
                 wire_ts = int.from_bytes(data[4:8], "big")
-                self.rtp_timestamp_offset = (wire_ts - self.log.frames[0][1]) % (1 << 32)
+                self.rtp_timestamp_offset = (wire_ts - self.log.frames.row(0)[1]) % (1 << 32)
         assert self.pacer is not None
         await self.pacer.enqueue(data)
 

@@ -32,9 +32,11 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from loki.controllers import make_controller
+from loki.guard import FeedbackGuard
 from loki.qoe import QoeReport, compute_qoe
 from rtc import aiortc_patch
 from rtc.aiortc_receiver import AiortcReceiver, ReceiverLog
+from rtc.compact_log import IntRows
 from rtc.relay import RelayConfig, RelayProcess
 from rtc.sender import LiveController, attach
 from rtc.signalling import rewrite_candidates
@@ -47,6 +49,8 @@ CONNECT_TIMEOUT_S = 20.0
 RTP_TIMESTAMP_MOD = 1 << 32
 PROGRESS_INTERVAL_S = 1.0
 RECEIVERS = ("aiortc", "chromium")
+#: One row per captured frame: its pts (the encoder's RTP timestamp) and capture time.
+CAPTURE_FIELDS = ("pts", "capture_us")
 
 
 @dataclass
@@ -124,7 +128,7 @@ async def run_live(
     trace = load_source(config.source)
     controller = make_controller(config.controller, trace=trace)
     clock = aiortc_patch.now_us
-    captures: dict[int, int] = {}
+    captures = IntRows(CAPTURE_FIELDS)
     workdir = Path(tempfile.mkdtemp(prefix="loki-live-"))
     relay = RelayProcess(
         config.source,
@@ -148,7 +152,7 @@ async def run_live(
             config.height,
             clock,
             fps=config.fps,
-            on_capture=lambda pts, t: captures.__setitem__(pts, t),
+            on_capture=captures.append,
         )
         transceiver = pc.addTransceiver(track, direction="sendonly")
         caps = RTCRtpSender.getCapabilities("video").codecs
@@ -242,7 +246,7 @@ def live_qoe(
     trace: Trace,
     duration_s: float,
     t0_us: int,
-    captures: dict[int, int],
+    captures: IntRows,
     live: LiveController,
     rx: ReceiverLog,
     packets: dict[str, np.ndarray],
@@ -250,6 +254,7 @@ def live_qoe(
     """The emulator's QoE inputs, taken from what the live session really did."""
     duration_ms = duration_s * 1000.0
     end_us = t0_us + round(duration_s * 1e6)
+    capture_of = dict(captures)  # pts (the encoder's RTP timestamp) -> capture time
     by_ts = {f[1]: f for f in live.log.frames}  # encoder ts -> (t, ts, pid, size, key, tgt)
     offset = live.rtp_timestamp_offset or 0
     render_ms: list[float] = []
@@ -263,7 +268,7 @@ def live_qoe(
         frame = by_ts.get((r.rtp_timestamp - offset) % RTP_TIMESTAMP_MOD)
         if frame is None:
             continue
-        capture = captures.get(frame[1])
+        capture = capture_of.get(frame[1])
         if capture is None:
             continue
         render_ms.append((r.render_us - t0_us) / 1000.0)
@@ -284,7 +289,7 @@ def live_qoe(
         capacity_bytes=capacity_bytes,
         link_bytes=float((size[got] + TUN_HEADER_BYTES).sum()),
         # As the emulator counts: frames the encoder produced (not those it dropped).
-        frames_sent=sum(1 for f in live.log.frames if t0_us <= captures.get(f[1], -1) <= end_us),
+        frames_sent=sum(1 for f in live.log.frames if t0_us <= capture_of.get(f[1], -1) <= end_us),
         render_ms=render_ms,
         frame_delay_ms=delay_ms,
         frame_bytes_rendered=float(frame_bytes),
@@ -303,6 +308,7 @@ def sender_stats(live: LiveController, t0_us: int, end_us: int, frames_skipped: 
     targets = [f[5] for f in frames]
     hooks = aiortc_patch.hooks_of(live.sender.transport)
     wall_ns = (end_us - t0_us) * 1000
+    guard = live.controller
     return {
         "frames_encoded": len(frames),
         "frames_skipped_by_source": frames_skipped,
@@ -320,5 +326,7 @@ def sender_stats(live: LiveController, t0_us: int, end_us: int, frames_skipped: 
         "controller_calls": live.log.controller_calls,
         "controller_cpu_pct_of_core": 100.0 * live.log.controller_ns / wall_ns,
         "probes_sent": live.pacer.probes_sent if live.pacer else 0,
+        # What the feedback guard took in and dropped (empty when the sender runs unguarded).
+        "guard": guard.stats.to_dict() if isinstance(guard, FeedbackGuard) else {},
         "max_pacer_queue_packets": live.pacer.max_queue_packets if live.pacer else 0,
     }
