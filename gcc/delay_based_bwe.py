@@ -34,10 +34,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numba import njit
+
 from gcc.aimd_rate_control import AimdRateControl, AimdRateControlConfig, NetworkStateEstimate
 from gcc.bandwidth_usage import BandwidthUsage
-from gcc.inter_arrival_delta import InterArrivalDelta
-from gcc.trendline_estimator import TrendlineEstimator, TrendlineEstimatorSettings
+from gcc.inter_arrival_delta import InterArrivalDelta, compute_deltas_state
+from gcc.trendline_estimator import (
+    HYPOTHESIS,
+    TrendlineEstimator,
+    TrendlineEstimatorSettings,
+    update_trendline_state,
+)
 from gcc.units import MS_PER_US
 from loki.api import NOT_RECEIVED_US, TransportFeedback
 
@@ -49,6 +57,53 @@ SEND_TIME_GROUP_LENGTH_US = 5_000
 _NORMAL = BandwidthUsage.NORMAL
 _UNDERUSING = BandwidthUsage.UNDERUSING
 _OVERUSING = BandwidthUsage.OVERUSING
+_NORMAL_CODE = int(_NORMAL)
+_UNDERUSING_CODE = int(_UNDERUSING)
+
+
+@njit(cache=True)
+def _detect_over_report(
+    inter_arrival_state: np.ndarray,
+    send_time_us: np.ndarray,
+    arrival_time_us: np.ndarray,
+    size_bytes: np.ndarray,
+    at_us: int,
+    prev_detector_state: int,
+    fs: np.ndarray,
+    ints: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    raws: np.ndarray,
+    trendline_settings: np.ndarray,
+    cap_uncertainty: float,
+) -> bool:
+    """A report's received packets (receive order) through the send-time grouping and every
+    completed pair of groups through the trendline detector: the per-packet part of
+    ``IncomingPacketFeedbackVector``, compiled. True if the detector went from Underusing to
+    Normal on the way (``prev_detector_state`` is its state before the report)."""
+    deltas = compute_deltas_state(
+        inter_arrival_state, send_time_us, arrival_time_us, at_us, size_bytes
+    )
+    recovered = False
+    for j in range(deltas.shape[0]):
+        # TimeDelta::ms<double>() and Timestamp::ms(), as libwebrtc feeds the trendline.
+        update_trendline_state(
+            fs,
+            ints,
+            xs,
+            ys,
+            raws,
+            trendline_settings,
+            cap_uncertainty,
+            deltas[j, 1] * MS_PER_US,
+            deltas[j, 0] * MS_PER_US,
+            (deltas[j, 3] + 500) // 1000,
+        )
+        state = ints[HYPOTHESIS]
+        if prev_detector_state == _UNDERUSING_CODE and state == _NORMAL_CODE:
+            recovered = True
+        prev_detector_state = state
+    return recovered
 
 
 @dataclass(slots=True)
@@ -123,6 +178,18 @@ class DelayBasedBwe:
         """The detector state as of the last report."""
         return self._prev_state
 
+    def detector_trend_ratio(self) -> float:
+        """The detector's last modified trend over its threshold (0 before the first).
+
+        Above 1 the path is overusing, below -1 underusing: the delay signal GCC's AIMD reads,
+        exposed for learned controllers that imitate it (``loki.features``).
+        """
+        detector = self._delay_detector
+        trend = detector.modified_trend
+        if trend != trend or detector.threshold <= 0:
+            return 0.0
+        return trend / detector.threshold
+
     def get_expected_bwe_period_us(self) -> int:
         """Expected time between overuses (see :class:`AimdRateControl`)."""
         return self._rate_control.get_expected_bandwidth_period_us()
@@ -173,7 +240,35 @@ class DelayBasedBwe:
         time the report was received, in the same clock as ``send_time_us``.
         """
         order = self._receive_order(send_time_us, arrival_time_us)
-        if not order:
+        return self.incoming_packets_in_receive_order(
+            [send_time_us[i] for i in order],
+            [arrival_time_us[i] for i in order],
+            [size_bytes[i] for i in order],
+            acked_bitrate_bps,
+            probe_bitrate_bps,
+            at_us,
+            in_alr,
+            network_estimate,
+        )
+
+    def incoming_packets_in_receive_order(
+        self,
+        send_time_us: Sequence[int],
+        arrival_time_us: Sequence[int],
+        size_bytes: Sequence[int],
+        acked_bitrate_bps: int | None,
+        probe_bitrate_bps: int | None,
+        at_us: int,
+        in_alr: bool = False,
+        network_estimate: NetworkStateEstimate | None = None,
+    ) -> DelayBasedBweResult:
+        """:meth:`incoming_packet_feedback_vector` for a report's *received* packets only,
+        already in receive order (arrival time, then send time, then sequence number).
+
+        For a caller that has that order at hand (GoogCC sorts by arrival for the acknowledged
+        rate anyway): it saves sorting the report twice.
+        """
+        if not arrival_time_us:
             # All lost, or no packets: libwebrtc's "very late feedback"; nothing to learn.
             return DelayBasedBweResult()
 
@@ -190,23 +285,16 @@ class DelayBasedBwe:
             prev_detector_state = _NORMAL
         self._last_seen_packet_us = at_us
 
-        inter_arrival = self._inter_arrival
-        compute_deltas = inter_arrival.compute_deltas
-        detector = self._delay_detector
-        update_trendline = detector.update_trendline
-        for i in order:
-            arrival_us = arrival_time_us[i]
-            if compute_deltas(send_time_us[i], arrival_us, at_us, size_bytes[i]):
-                # TimeDelta::ms<double>() and Timestamp::ms(), as libwebrtc feeds the trendline.
-                update_trendline(
-                    inter_arrival.arrival_time_delta_us * MS_PER_US,
-                    inter_arrival.send_time_delta_us * MS_PER_US,
-                    (arrival_us + 500) // 1000,
-                )
-                state = detector.state()
-                if prev_detector_state is _UNDERUSING and state is _NORMAL:
-                    recovered_from_overuse = True
-                prev_detector_state = state
+        if _detect_over_report(
+            self._inter_arrival.state,
+            np.asarray(send_time_us, dtype=np.int64),
+            np.asarray(arrival_time_us, dtype=np.int64),
+            np.asarray(size_bytes, dtype=np.int64),
+            at_us,
+            int(prev_detector_state),
+            *self._delay_detector.state_arrays(),
+        ):
+            recovered_from_overuse = True
 
         rate_control = self._rate_control
         rate_control.set_in_application_limited_region(in_alr)

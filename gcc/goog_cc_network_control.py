@@ -29,8 +29,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
+from operator import le, sub
 
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
+from gcc.bandwidth_usage import BandwidthUsage
 from gcc.delay_based_bwe import DelayBasedBwe
 from gcc.probe_bitrate_estimator import ProbeBitrateEstimator
 from gcc.probe_controller import BandwidthLimitedCause, ProbeController
@@ -50,6 +53,10 @@ LOSS_UPDATE_INTERVAL_US = 1_000_000
 MAX_FEEDBACK_RTT_WINDOW = 32
 #: ``kProbeDropThroughputFraction``.
 PROBE_DROP_THROUGHPUT_FRACTION = 0.85
+
+
+def _non_decreasing(values: list[int]) -> bool:
+    return all(map(le, values, islice(values, 1, None)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,22 @@ class GoogCcNetworkController(Controller):
     def target_bps(self) -> int:
         return self._target_bps
 
+    # -- sensors (read-only views of what GCC measured, for learned controllers) ---------------
+    @property
+    def delay_usage(self) -> BandwidthUsage:
+        """The delay detector's verdict on the last report."""
+        return self._delay_based_bwe.last_state()
+
+    @property
+    def delay_trend_ratio(self) -> float:
+        """The detector's modified trend over its adaptive threshold (see DelayBasedBwe)."""
+        return self._delay_based_bwe.detector_trend_ratio()
+
+    @property
+    def acked_bitrate_bps(self) -> int | None:
+        """The acknowledged (received) rate GCC's decreases are based on; None before any."""
+        return self._acked.bitrate()
+
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         out, self._pending_probes = self._pending_probes, []
         return out
@@ -122,6 +145,8 @@ class GoogCcNetworkController(Controller):
                     target, BandwidthLimitedCause.DELAY_BASED_LIMITED, at_us
                 )
             )
+        # Always re-derived from the estimator (not only on a change): imitation learning puts
+        # the estimators in another state between reports (loki/train/clone.py).
         self._target_bps = self.config.clamp(target)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -153,9 +178,17 @@ class GoogCcNetworkController(Controller):
         send = report.send_time_us.tolist()
         arrival = report.arrival_time_us.tolist()
         size = report.size_bytes.tolist()
-        received = [i for i in range(n) if arrival[i] != NOT_RECEIVED_US]
+        # The received packets, as parallel lists (the report itself when none was lost).
+        if NOT_RECEIVED_US in arrival:
+            received = [i for i in range(n) if arrival[i] != NOT_RECEIVED_US]
+            recv_send = [send[i] for i in received]
+            recv_arrival = [arrival[i] for i in received]
+            recv_size = [size[i] for i in received]
+        else:
+            received = range(n)
+            recv_send, recv_arrival, recv_size = send, arrival, size
         if received:
-            self._feedback_rtts(at_us, send, arrival, received)
+            self._feedback_rtts(at_us, recv_send, recv_arrival)
         if self.gcc_config.feedback_only:
             self._expected_since_loss_update += n
             self._lost_since_loss_update += n - len(received)
@@ -167,25 +200,35 @@ class GoogCcNetworkController(Controller):
                 self._expected_since_loss_update = 0
                 self._lost_since_loss_update = 0
 
-        # Sorted by receive time (stable on transport order), as SortedByReceiveTime().
-        by_arrival = sorted(received, key=arrival.__getitem__)
-        self._acked.incoming_packet_feedback_vector(
-            [send[i] for i in by_arrival],
-            [arrival[i] for i in by_arrival],
-            [size[i] for i in by_arrival],
-        )
+        # Sorted by receive time (stable on transport order), as SortedByReceiveTime(); a
+        # report nearly always arrives in that order already.
+        if _non_decreasing(recv_arrival):
+            by_arrival = received
+            acked_send, acked_arrival, acked_size = recv_send, recv_arrival, recv_size
+        else:
+            by_arrival = sorted(received, key=arrival.__getitem__)
+            acked_send = [send[i] for i in by_arrival]
+            acked_arrival = [arrival[i] for i in by_arrival]
+            acked_size = [size[i] for i in by_arrival]
+        self._acked.incoming_packet_feedback_vector(acked_send, acked_arrival, acked_size)
         acked_bps = self._acked.bitrate()
         self._bwe.set_acknowledged_rate(acked_bps, at_us)
 
         probe_ids = report.probe_cluster_id.tolist()
-        for i in by_arrival:
-            pid = probe_ids[i]
-            if pid != NO_PROBE:
-                cluster = self._clusters.get(pid)
-                if cluster is not None:
-                    self._probe_estimator.handle_probe_and_estimate_bitrate(
-                        pid, send[i], arrival[i], size[i], cluster.min_probes, cluster.min_bytes
-                    )
+        if probe_ids.count(NO_PROBE) != n:
+            for i in by_arrival:
+                pid = probe_ids[i]
+                if pid != NO_PROBE:
+                    cluster = self._clusters.get(pid)
+                    if cluster is not None:
+                        self._probe_estimator.handle_probe_and_estimate_bitrate(
+                            pid,
+                            send[i],
+                            arrival[i],
+                            size[i],
+                            cluster.min_probes,
+                            cluster.min_bytes,
+                        )
         probe_bps = self._probe_estimator.fetch_and_reset_last_estimated_bitrate()
         if (
             self.gcc_config.limit_probes_lower_than_throughput_estimate
@@ -196,9 +239,15 @@ class GoogCcNetworkController(Controller):
         ):
             probe_bps = max(probe_bps, round(acked_bps * PROBE_DROP_THROUGHPUT_FRACTION))
 
-        result = self._delay_based_bwe.incoming_packet_feedback_vector(
-            send, arrival, size, acked_bps, probe_bps, at_us
-        )
+        if _non_decreasing(acked_send):
+            # Sorted by (arrival, send time) too: the delay-based side's order is the same.
+            result = self._delay_based_bwe.incoming_packets_in_receive_order(
+                acked_send, acked_arrival, acked_size, acked_bps, probe_bps, at_us
+            )
+        else:
+            result = self._delay_based_bwe.incoming_packet_feedback_vector(
+                send, arrival, size, acked_bps, probe_bps, at_us
+            )
         if result.updated:
             if result.probe:
                 self._bwe.set_send_bitrate(result.target_bitrate_bps, at_us)
@@ -208,19 +257,16 @@ class GoogCcNetworkController(Controller):
             self._add_probes(self._probe_controller.request_probe(at_us))
         return self._target_bps
 
-    def _feedback_rtts(
-        self, at_us: int, send: list[int], arrival: list[int], received: list[int]
-    ) -> None:
-        max_recv_us = max(arrival[i] for i in received)
-        max_rtt_us = -1
-        min_prop_us = None
-        for i in received:
-            rtt = at_us - send[i]
-            prop = rtt - (max_recv_us - arrival[i])
-            if rtt > max_rtt_us:
-                max_rtt_us = rtt
-            if min_prop_us is None or prop < min_prop_us:
-                min_prop_us = prop
+    def _feedback_rtts(self, at_us: int, send: list[int], arrival: list[int]) -> None:
+        """RTT figures of the received packets (``send``/``arrival`` of those only).
+
+        Per packet, rtt = at - send and propagation = rtt - (newest arrival - arrival); their
+        max and min are integer expressions of the min send time and the min of
+        arrival - send, computed without a per-packet loop.
+        """
+        max_recv_us = max(arrival)
+        max_rtt_us = max(-1, at_us - min(send))
+        min_prop_us = at_us - max_recv_us + min(map(sub, arrival, send))
         self._feedback_max_rtts_ms.append(max_rtt_us // 1000)
         self._bwe.update_propagation_rtt(at_us, min_prop_us)
         if self.gcc_config.feedback_only:

@@ -21,6 +21,11 @@ groups whose arrival delta is negative (reordering between the socket and the es
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
 #: A jump in arrival time this much larger than the local clock's advance means a clock reset.
 ARRIVAL_TIME_OFFSET_THRESHOLD_US = 3_000_000
 #: Consecutive negative arrival deltas tolerated before starting over.
@@ -32,25 +37,114 @@ BURST_DELTA_THRESHOLD_US = 5_000
 MAX_BURST_DURATION_US = 100_000
 
 
-class _SendTimeGroup:
-    """One send burst; ``complete_time_us is None`` means no packet yet (libwebrtc's -inf)."""
+# The grouping state, as one int64 array a compiled pass over a report works on: the current
+# and the previous group (libwebrtc's ``SendTimeGroup``; "empty" is a group with no packet yet,
+# libwebrtc's minus-infinity complete time), and the reordering counter.
+_C_SIZE = 0
+_C_FIRST_SEND = 1
+_C_SEND = 2
+_C_FIRST_ARRIVAL = 3
+_C_COMPLETE = 4
+_C_SYSTEM = 5
+_C_EMPTY = 6
+_P_SIZE = 7
+_P_FIRST_SEND = 8
+_P_SEND = 9
+_P_FIRST_ARRIVAL = 10
+_P_COMPLETE = 11
+_P_SYSTEM = 12
+_P_EMPTY = 13
+_REORDERED = 14
+_GROUP_LENGTH_US = 15
+_N_STATE = 16
+#: Columns of a delta row: send delta us, arrival delta us, size delta bytes, arrival us.
+DELTA_COLUMNS = 4
 
-    __slots__ = (
-        "complete_time_us",
-        "first_arrival_us",
-        "first_send_time_us",
-        "last_system_time_us",
-        "send_time_us",
-        "size_bytes",
-    )
 
-    def __init__(self) -> None:
-        self.size_bytes = 0
-        self.first_send_time_us: int | None = None
-        self.send_time_us: int | None = None
-        self.first_arrival_us: int | None = None
-        self.complete_time_us: int | None = None
-        self.last_system_time_us: int | None = None
+@njit(cache=True)
+def _reset_state(st: np.ndarray) -> None:
+    st[_REORDERED] = 0
+    st[_C_SIZE] = 0
+    st[_C_EMPTY] = 1
+    st[_P_SIZE] = 0
+    st[_P_EMPTY] = 1
+
+
+@njit(cache=True)
+def compute_deltas_state(
+    st: np.ndarray,
+    send_time_us: np.ndarray,
+    arrival_time_us: np.ndarray,
+    system_time_us: int,
+    packet_size_bytes: np.ndarray,
+) -> np.ndarray:
+    """libwebrtc's ``ComputeDeltas`` for each packet of a report, in receive order.
+
+    Returns one row per completed pair of groups (see :data:`DELTA_COLUMNS`), the arrival
+    being that of the packet that revealed the pair.
+    """
+    out = np.empty((send_time_us.shape[0], DELTA_COLUMNS), dtype=np.int64)
+    n_out = 0
+    group_length_us = st[_GROUP_LENGTH_US]
+    for j in range(send_time_us.shape[0]):
+        send_us = send_time_us[j]
+        arrival_us = arrival_time_us[j]
+        if st[_C_EMPTY]:
+            # First packet ever (or after a reset): nothing to compare with yet.
+            st[_C_SEND] = send_us
+            st[_C_FIRST_SEND] = send_us
+            st[_C_FIRST_ARRIVAL] = arrival_us
+        elif st[_C_FIRST_SEND] > send_us:
+            # Reordered: sent before the current group started.
+            continue
+        else:
+            # NewTimestampGroup: sent more than the group length after the group's first
+            # packet, and not part of the current arrival burst (BelongsToBurst).
+            new_group = False
+            if send_us - st[_C_FIRST_SEND] > group_length_us:
+                send_delta_us = send_us - st[_C_SEND]
+                if send_delta_us != 0:
+                    arrival_delta_us = arrival_us - st[_C_COMPLETE]
+                    new_group = not (
+                        arrival_delta_us - send_delta_us < 0
+                        and arrival_delta_us <= BURST_DELTA_THRESHOLD_US
+                        and arrival_us - st[_C_FIRST_ARRIVAL] < MAX_BURST_DURATION_US
+                    )
+            if new_group:
+                if not st[_P_EMPTY]:
+                    send_delta_us = st[_C_SEND] - st[_P_SEND]
+                    arrival_delta_us = st[_C_COMPLETE] - st[_P_COMPLETE]
+                    system_delta_us = st[_C_SYSTEM] - st[_P_SYSTEM]
+                    if arrival_delta_us - system_delta_us >= ARRIVAL_TIME_OFFSET_THRESHOLD_US:
+                        # The remote arrival clock jumped: start over.
+                        _reset_state(st)
+                        continue
+                    if arrival_delta_us < 0:
+                        # The group was reordered after its arrival time was stamped.
+                        st[_REORDERED] += 1
+                        if st[_REORDERED] >= REORDERED_RESET_THRESHOLD:
+                            _reset_state(st)
+                        continue
+                    st[_REORDERED] = 0
+                    out[n_out, 0] = send_delta_us
+                    out[n_out, 1] = arrival_delta_us
+                    out[n_out, 2] = st[_C_SIZE] - st[_P_SIZE]
+                    out[n_out, 3] = arrival_us
+                    n_out += 1
+                # The current group becomes the previous one; this packet starts a new one.
+                for k in range(_C_EMPTY + 1):
+                    st[_P_SIZE + k] = st[_C_SIZE + k]
+                st[_C_FIRST_SEND] = send_us
+                st[_C_SEND] = send_us
+                st[_C_FIRST_ARRIVAL] = arrival_us
+                st[_C_SIZE] = 0
+            elif send_us > st[_C_SEND]:
+                st[_C_SEND] = send_us
+        st[_C_SIZE] += packet_size_bytes[j]
+        st[_C_COMPLETE] = arrival_us
+        st[_C_SYSTEM] = system_time_us
+        st[_C_EMPTY] = 0
+    return out[:n_out]
 
 
 class InterArrivalDelta:
@@ -63,20 +157,18 @@ class InterArrivalDelta:
     """
 
     __slots__ = (
-        "_current",
-        "_num_consecutive_reordered_packets",
-        "_prev",
-        "_send_time_group_length_us",
         "arrival_time_delta_us",
         "packet_size_delta_bytes",
         "send_time_delta_us",
+        "state",
     )
 
     def __init__(self, send_time_group_length_us: int) -> None:
-        self._send_time_group_length_us = send_time_group_length_us
-        self._current = _SendTimeGroup()
-        self._prev = _SendTimeGroup()
-        self._num_consecutive_reordered_packets = 0
+        #: The grouping state (see :func:`compute_deltas_state`).
+        self.state = np.zeros(_N_STATE, dtype=np.int64)
+        self.state[_GROUP_LENGTH_US] = send_time_group_length_us
+        self.state[_C_EMPTY] = 1
+        self.state[_P_EMPTY] = 1
         self.send_time_delta_us = 0
         self.arrival_time_delta_us = 0
         self.packet_size_delta_bytes = 0
@@ -89,71 +181,38 @@ class InterArrivalDelta:
         ``system_time_us`` is the local clock when the packet's feedback was processed; it
         detects jumps of the remote arrival clock.
         """
-        cur = self._current
-        calculated_deltas = False
-        if cur.complete_time_us is None:
-            # First packet ever (or after a reset): nothing to compare with yet.
-            cur.send_time_us = send_time_us
-            cur.first_send_time_us = send_time_us
-            cur.first_arrival_us = arrival_time_us
-        elif cur.first_send_time_us > send_time_us:
-            # Reordered: sent before the current group started.
-            return False
-        elif self._new_timestamp_group(cur, arrival_time_us, send_time_us):
-            prev = self._prev
-            if prev.complete_time_us is not None:
-                send_delta_us = cur.send_time_us - prev.send_time_us
-                arrival_delta_us = cur.complete_time_us - prev.complete_time_us
-                system_delta_us = cur.last_system_time_us - prev.last_system_time_us
-                if arrival_delta_us - system_delta_us >= ARRIVAL_TIME_OFFSET_THRESHOLD_US:
-                    # The remote arrival clock jumped: start over.
-                    self.reset()
-                    return False
-                if arrival_delta_us < 0:
-                    # The group was reordered after its arrival time was stamped.
-                    self._num_consecutive_reordered_packets += 1
-                    if self._num_consecutive_reordered_packets >= REORDERED_RESET_THRESHOLD:
-                        self.reset()
-                    return False
-                self._num_consecutive_reordered_packets = 0
-                self.send_time_delta_us = send_delta_us
-                self.arrival_time_delta_us = arrival_delta_us
-                self.packet_size_delta_bytes = cur.size_bytes - prev.size_bytes
-                calculated_deltas = True
-            # The current group becomes the previous one; reuse the old object for the new group.
-            self._prev = cur
-            prev.first_send_time_us = send_time_us
-            prev.send_time_us = send_time_us
-            prev.first_arrival_us = arrival_time_us
-            prev.size_bytes = 0
-            self._current = cur = prev
-        elif send_time_us > cur.send_time_us:
-            cur.send_time_us = send_time_us
-        cur.size_bytes += packet_size_bytes
-        cur.complete_time_us = arrival_time_us
-        cur.last_system_time_us = system_time_us
-        return calculated_deltas
-
-    def _new_timestamp_group(
-        self, cur: _SendTimeGroup, arrival_time_us: int, send_time_us: int
-    ) -> bool:
-        """Whether an in-order packet opens a new group: sent more than the group length after
-        the group's first packet, and not part of the current arrival burst."""
-        if send_time_us - cur.first_send_time_us <= self._send_time_group_length_us:
-            return False
-        # BelongsToBurst (evaluated second here: it has no side effects and is rarely needed).
-        send_delta_us = send_time_us - cur.send_time_us
-        if send_delta_us == 0:
-            return False
-        arrival_delta_us = arrival_time_us - cur.complete_time_us
-        return not (
-            arrival_delta_us - send_delta_us < 0
-            and arrival_delta_us <= BURST_DELTA_THRESHOLD_US
-            and arrival_time_us - cur.first_arrival_us < MAX_BURST_DURATION_US
+        return bool(
+            self.compute_deltas_batch(
+                (send_time_us,), (arrival_time_us,), system_time_us, (packet_size_bytes,)
+            )
         )
+
+    def compute_deltas_batch(
+        self,
+        send_time_us: Sequence[int],
+        arrival_time_us: Sequence[int],
+        system_time_us: int,
+        packet_size_bytes: Sequence[int],
+    ) -> list[tuple[int, int, int, int]]:
+        """:meth:`compute_deltas` for each packet of one feedback report, in receive order.
+
+        Returns one ``(send delta us, arrival delta us, size delta bytes, arrival us)`` per
+        completed pair of groups, the arrival being that of the packet that revealed it; the
+        attributes hold the last pair, as after the equivalent ``compute_deltas`` calls.
+        """
+        rows = compute_deltas_state(
+            self.state,
+            np.asarray(send_time_us, dtype=np.int64),
+            np.asarray(arrival_time_us, dtype=np.int64),
+            int(system_time_us),
+            np.asarray(packet_size_bytes, dtype=np.int64),
+        ).tolist()
+        if rows:
+            self.send_time_delta_us, self.arrival_time_delta_us, self.packet_size_delta_bytes = (
+                rows[-1][:3]
+            )
+        return [tuple(r) for r in rows]
 
     def reset(self) -> None:
         """Forget all groups, as after a stream timeout."""
-        self._num_consecutive_reordered_packets = 0
-        self._current = _SendTimeGroup()
-        self._prev = _SendTimeGroup()
+        _reset_state(self.state)

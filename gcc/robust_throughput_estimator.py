@@ -26,11 +26,11 @@ received packets only, and ``size_bytes`` already includes any prior unacknowled
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from operator import sub
+from operator import le, sub
 
 from gcc.units import BIT_US_PER_BYTE_S
 
@@ -38,6 +38,10 @@ from gcc.units import BIT_US_PER_BYTE_S
 MAX_REORDERING_US = 1_000_000
 #: Floor on both durations, so a burst of simultaneous packets gives no division by zero.
 MIN_DURATION_US = 1_000
+#: Position of a "missing" top gap: never inside the part of the lists that is dropped.
+_NO_GAP_POS = 1 << 62
+#: The dropped prefix of the window's lists is cut off once longer than this (and the window).
+_COMPACT_AFTER = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,26 +81,52 @@ class RobustThroughputEstimatorSettings:
 
 
 class RobustThroughputEstimator:
-    """Windowed min(send rate, receive rate) over acknowledged packets (libwebrtc port)."""
+    """Windowed min(send rate, receive rate) over acknowledged packets (libwebrtc port).
+
+    The window lives in plain lists from index ``_start`` on (dropping a packet only moves the
+    index; the dead prefix is cut off now and then), so that a report costs O(its packets), not
+    O(window): the packets to drop are found by bisection (arrival times are sorted), the two
+    largest receive gaps are kept up to date as packets come and go, and the send-time extremes
+    are read off the ends while send times are in order too (the common case).
+    """
 
     __slots__ = (
         "_bitrate_bps",
+        "_gap1_pos",
+        "_gap1_us",
+        "_gap2_pos",
+        "_gap2_us",
+        "_gap_us",
         "_latest_discarded_send_us",
         "_recv_us",
+        "_send_descent",
         "_send_us",
         "_settings",
         "_size_bytes",
         "_stale",
+        "_start",
         "_total_bytes",
     )
 
     def __init__(self, settings: RobustThroughputEstimatorSettings | None = None) -> None:
         self._settings = settings or RobustThroughputEstimatorSettings()
-        # Parallel deques (send time, arrival time, size) ordered by arrival time.
-        self._send_us: deque[int] = deque()
-        self._recv_us: deque[int] = deque()
-        self._size_bytes: deque[int] = deque()
-        self._total_bytes = 0  # sum(self._size_bytes), kept up to date.
+        # Parallel lists (send time, arrival time, size) ordered by arrival time; the window is
+        # [_start:]. _gap_us[i] is recv[i] - recv[i - 1] (0 at i = 0).
+        self._send_us: list[int] = []
+        self._recv_us: list[int] = []
+        self._size_bytes: list[int] = []
+        self._gap_us: list[int] = []
+        self._start = 0
+        self._total_bytes = 0  # bytes in the window, kept up to date.
+        # The largest and second largest gap inside the window (a tie counts twice), with
+        # their list positions; 0 at _NO_GAP_POS when the window has fewer gaps.
+        self._gap1_us = 0
+        self._gap1_pos = _NO_GAP_POS
+        self._gap2_us = 0
+        self._gap2_pos = _NO_GAP_POS
+        # Index of the last packet sent before its predecessor in the list (-1: none): send
+        # times in the window are in order when it is <= _start.
+        self._send_descent = -1
         self._latest_discarded_send_us: float = -math.inf
         self._bitrate_bps: int | None = None
         self._stale = False
@@ -108,19 +138,56 @@ class RobustThroughputEstimator:
         size_bytes: Sequence[int],
     ) -> None:
         """Add one report's received packets, sorted by arrival (see the interface module)."""
-        send = self._send_us
         recv = self._recv_us
-        size = self._size_bytes
-        for s_us, r_us, n_bytes in zip(send_time_us, arrival_time_us, size_bytes, strict=True):
-            if recv and r_us < recv[-1]:
-                self._insert_reordered(s_us, r_us, n_bytes)
-                continue
-            send.append(s_us)
-            recv.append(r_us)
-            size.append(n_bytes)
-            self._total_bytes += n_bytes
+        if not arrival_time_us:
+            pass
+        elif (not recv or arrival_time_us[0] >= recv[-1]) and all(
+            map(le, arrival_time_us, islice(arrival_time_us, 1, None))
+        ):
+            self._append_in_order(send_time_us, arrival_time_us, size_bytes)
+        else:
+            for s_us, r_us, n_bytes in zip(send_time_us, arrival_time_us, size_bytes, strict=True):
+                if recv and r_us < recv[-1]:
+                    self._insert_reordered(s_us, r_us, n_bytes)
+                else:
+                    self._append_in_order((s_us,), (r_us,), (n_bytes,))
         self._drop_packets_outside_window()
         self._stale = True
+
+    def _append_in_order(
+        self, send_time_us: Sequence[int], arrival_time_us: Sequence[int], size_bytes: Sequence[int]
+    ) -> None:
+        """Append packets that arrived no earlier than the newest one, sorted by arrival."""
+        send = self._send_us
+        recv = self._recv_us
+        first = len(recv)
+        if send and send_time_us[0] < send[-1]:
+            self._send_descent = first
+        if not all(map(le, send_time_us, islice(send_time_us, 1, None))):
+            for i in range(len(send_time_us) - 1, 0, -1):
+                if send_time_us[i] < send_time_us[i - 1]:
+                    self._send_descent = first + i
+                    break
+        prev_us = recv[-1] if recv else arrival_time_us[0]
+        gaps = [arrival_time_us[0] - prev_us]
+        gaps.extend(map(sub, islice(arrival_time_us, 1, None), arrival_time_us))
+        send.extend(send_time_us)
+        recv.extend(arrival_time_us)
+        self._size_bytes.extend(size_bytes)
+        self._gap_us.extend(gaps)
+        self._total_bytes += sum(size_bytes)
+        # The gaps entering the window: all but the first packet's if the window was empty.
+        g1, p1, g2, p2 = self._gap1_us, self._gap1_pos, self._gap2_us, self._gap2_pos
+        skip = 0 if first > self._start else 1
+        pos = first + skip
+        for gap in islice(gaps, skip, None):
+            if gap >= g1:
+                g2, p2 = g1, p1
+                g1, p1 = gap, pos
+            elif gap >= g2:
+                g2, p2 = gap, pos
+            pos += 1
+        self._gap1_us, self._gap1_pos, self._gap2_us, self._gap2_pos = g1, p1, g2, p2
 
     def _insert_reordered(self, s_us: int, r_us: int, n_bytes: int) -> None:
         """Insert a packet that arrived before the newest one (feedback reports reordered)."""
@@ -128,43 +195,98 @@ class RobustThroughputEstimator:
         recv = self._recv_us
         size = self._size_bytes
         i = len(recv)
-        while i > 0 and r_us < recv[i - 1]:
+        while i > self._start and r_us < recv[i - 1]:
             i -= 1
         send.insert(i, s_us)
         recv.insert(i, r_us)
         size.insert(i, n_bytes)
+        self._gap_us.insert(i, 0)
         self._total_bytes += n_bytes
         if recv[-1] - r_us > MAX_REORDERING_US:
             # Severe reordering or a receiver clock jump: start over (libwebrtc does the same).
             send.clear()
             recv.clear()
             size.clear()
+            self._gap_us.clear()
+            self._start = 0
             self._total_bytes = 0
             self._latest_discarded_send_us = -math.inf
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Cut off the dead prefix and recompute the window's gaps, their top two and the
+        send-order mark from scratch (after an insertion inside the window, or to compact)."""
+        start = self._start
+        if start:
+            del self._send_us[:start]
+            del self._recv_us[:start]
+            del self._size_bytes[:start]
+            self._start = 0
+        recv = self._recv_us
+        send = self._send_us
+        self._gap_us = [0, *map(sub, islice(recv, 1, None), recv)] if recv else []
+        self._send_descent = -1
+        for i in range(len(send) - 1, 0, -1):
+            if send[i] < send[i - 1]:
+                self._send_descent = i
+                break
+        self._find_top_gaps()
+
+    def _find_top_gaps(self) -> None:
+        """The two largest gaps in the window, from scratch (latest positions on ties)."""
+        base = self._start + 1
+        gaps = self._gap_us[base:]
+        self._gap1_us, self._gap1_pos = 0, _NO_GAP_POS
+        self._gap2_us, self._gap2_pos = 0, _NO_GAP_POS
+        if not gaps:
+            return
+        g1 = max(gaps)
+        i1 = len(gaps) - 1 - gaps[::-1].index(g1)
+        self._gap1_us, self._gap1_pos = g1, base + i1
+        if len(gaps) > 1:
+            gaps[i1] = -1
+            g2 = max(gaps)
+            self._gap2_us = g2
+            self._gap2_pos = base + len(gaps) - 1 - gaps[::-1].index(g2)
 
     def _drop_packets_outside_window(self) -> None:
-        s = self._settings
-        send = self._send_us
+        """Move the window's start past every packet libwebrtc's drop loop would pop.
+
+        That loop pops the oldest packet while the window has more than ``max_window_packets``,
+        or spans more than ``max_window_duration_us``, or has more than ``window_packets`` and
+        spans more than ``min_window_duration_us``. Each condition only gets weaker as packets
+        go, so the first packet that stays is the first index past all three thresholds, found
+        by bisection on the sorted arrival times.
+        """
         recv = self._recv_us
-        size = self._size_bytes
-        latest = self._latest_discarded_send_us
-        total_bytes = self._total_bytes
-        while recv:
-            n = len(recv)
-            duration_us = recv[-1] - recv[0]
-            if not (
-                n > s.max_window_packets
-                or duration_us > s.max_window_duration_us
-                or (n > s.window_packets and duration_us > s.min_window_duration_us)
-            ):
-                break
-            dropped_send_us = send.popleft()
-            if dropped_send_us > latest:
-                latest = dropped_send_us
-            recv.popleft()
-            total_bytes -= size.popleft()
-        self._latest_discarded_send_us = latest
-        self._total_bytes = total_bytes
+        if not recv:
+            return
+        s = self._settings
+        start = self._start
+        end = len(recv)
+        last_us = recv[-1]
+        new_start = max(
+            start,
+            end - s.max_window_packets,
+            bisect_left(recv, last_us - s.max_window_duration_us, start, end),
+            min(
+                end - s.window_packets,
+                bisect_left(recv, last_us - s.min_window_duration_us, start, end),
+            ),
+        )
+        if new_start == start:
+            return
+        dropped_send_us = max(self._send_us[start:new_start])
+        if dropped_send_us > self._latest_discarded_send_us:
+            self._latest_discarded_send_us = dropped_send_us
+        self._total_bytes -= sum(self._size_bytes[start:new_start])
+        self._start = new_start
+        if new_start > _COMPACT_AFTER and new_start * 2 > end:
+            self._rebuild()
+        elif self._gap1_pos <= new_start or self._gap2_pos <= new_start:
+            # A gap of the top two left the window (the gap at new_start is before its first
+            # packet now).
+            self._find_top_gaps()
 
     def bitrate(self) -> int | None:
         """Acknowledged rate in bps, or None with fewer than ``required_packets`` in the window."""
@@ -186,33 +308,36 @@ class RobustThroughputEstimator:
     def _compute_bitrate(self) -> int | None:
         required = self._settings.required_packets
         recv = self._recv_us
-        n = len(recv)
-        if n == 0 or n < required:
+        start = self._start
+        end = len(recv)
+        if end - start == 0 or end - start < required:
             return None
 
-        # Gaps between consecutive arrivals (all >= 0: the window is sorted). libwebrtc scans
-        # for the largest and second largest (a tie counts twice); max/remove/max does the same
-        # at C speed.
-        gaps_us = list(map(sub, islice(recv, 1, None), recv))
-        largest_gap_us = max(gaps_us, default=0)
-        if gaps_us:
-            gaps_us.remove(largest_gap_us)
-        second_gap_us = max(gaps_us, default=0)
-
+        # libwebrtc replaces the largest gap between consecutive arrivals by the second
+        # largest (a tie counts twice); both are kept up to date.
         size = self._size_bytes
         total_bytes = self._total_bytes
         # The window is sorted by arrival, so the first received packet is at the front.
-        recv_duration_us = recv[-1] - recv[0] - largest_gap_us + second_gap_us
+        recv_duration_us = recv[-1] - recv[start] - self._gap1_us + self._gap2_us
         if recv_duration_us < MIN_DURATION_US:
             recv_duration_us = MIN_DURATION_US
-        recv_rate_bps = (total_bytes - size[0]) * BIT_US_PER_BYTE_S // recv_duration_us
+        recv_rate_bps = (total_bytes - size[start]) * BIT_US_PER_BYTE_S // recv_duration_us
 
         send = self._send_us
-        first_send_us = min(send)
+        if self._send_descent <= start:
+            # Send times in order: the extremes are at the ends, the first packet sent last
+            # is found by bisection.
+            first_send_us = send[start]
+            last_send_us = send[-1]
+        else:
+            first_send_us = min(send[start:])
+            last_send_us = max(send[start:])
         if first_send_us >= self._latest_discarded_send_us:
             # Common case: no reordered packet to leave out.
-            last_send_us = max(send)
-            last_send_size_bytes = size[send.index(last_send_us)]
+            if self._send_descent <= start:
+                last_send_size_bytes = size[bisect_left(send, last_send_us, start, end)]
+            else:
+                last_send_size_bytes = size[send.index(last_send_us, start)]
             send_size_bytes = total_bytes
         else:
             first_send_us, last_send_us, last_send_size_bytes, send_size_bytes, sent_count = (
@@ -240,7 +365,8 @@ class RobustThroughputEstimator:
         last_send_size_bytes = 0
         send_size_bytes = 0
         sent_count = 0
-        for s_us, n_bytes in zip(self._send_us, self._size_bytes, strict=True):
+        start = self._start
+        for s_us, n_bytes in zip(self._send_us[start:], self._size_bytes[start:], strict=True):
             if s_us < latest_discarded_us:
                 continue  # Reordered: sent before a packet already dropped from the window.
             if s_us > last_send_us:

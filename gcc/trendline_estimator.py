@@ -20,8 +20,11 @@ Times are milliseconds as in libwebrtc: deltas are doubles, arrival times intege
 
 from __future__ import annotations
 
-from collections import deque
+import math
 from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
 
 from gcc.bandwidth_usage import BandwidthUsage
 from gcc.units import f32
@@ -47,9 +50,11 @@ MAX_THRESHOLD_TIME_DELTA_MS = 100
 THRESHOLD_MIN = f32(6.0)
 THRESHOLD_MAX = f32(600.0)
 
-_NORMAL = BandwidthUsage.NORMAL
-_UNDERUSING = BandwidthUsage.UNDERUSING
-_OVERUSING = BandwidthUsage.OVERUSING
+_NORMAL_CODE = int(BandwidthUsage.NORMAL)
+_UNDERUSING_CODE = int(BandwidthUsage.UNDERUSING)
+_OVERUSING_CODE = int(BandwidthUsage.OVERUSING)
+#: Verdict codes (the enum's values) back to the enum.
+_USAGE = tuple(BandwidthUsage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,69 +92,250 @@ class TrendlineEstimatorSettings:
         return TrendlineEstimatorSettings(window, self.enable_sort, cap, begin, end, uncertainty)
 
 
-def linear_fit_slope(xs: deque[int], ys: deque[float]) -> float | None:
-    """Least-squares slope of the points, or None when all x are equal.
+# -- the estimator's state, as arrays a compiled update works on -----------------------------
+# DelayBasedBwe runs one compiled pass per feedback report (InterArrivalDelta's grouping and
+# this estimator's update for every completed pair); the object below holds the state between
+# passes. Float fields:
+_ACCUMULATED_DELAY_MS = 0
+_SMOOTHED_DELAY_MS = 1
+_THRESHOLD = 2
+_PREV_MODIFIED_TREND = 3
+_PREV_TREND = 4
+_TIME_OVER_USING_MS = 5
+_N_FLOATS = 6
+# Integer fields (HYPOTHESIS, the verdict's code, is read by DelayBasedBwe's compiled pass):
+_NUM_OF_DELTAS = 0
+_FIRST_ARRIVAL_TIME_MS = 1
+_LAST_UPDATE_MS = 2
+_OVERUSE_COUNTER = 3
+HYPOTHESIS = 4
+_WINDOW_LEN = 5
+_N_INTS = 6
+# Settings, as integers (the cap uncertainty is passed as a float):
+_WINDOW_SIZE = 0
+_ENABLE_SORT = 1
+_ENABLE_CAP = 2
+_BEGINNING_PACKETS = 3
+_END_PACKETS = 4
+_N_SETTINGS = 5
 
-    Bit-identical to libwebrtc's two-pass double computation: the x values are whole
-    milliseconds, so their integer sum is the exact value of the double sum; the y values are
-    summed in order with plain float additions (``sum()`` on floats uses compensated summation
-    from Python 3.12 and would differ in the last bits).
+
+@njit(cache=True)
+def linear_fit_slope(xs: np.ndarray, ys: np.ndarray, n: int) -> tuple[bool, float]:
+    """Least-squares slope of the first ``n`` points; (False, 0) when all x are equal.
+
+    libwebrtc's two-pass double computation, in its order: the x values are whole milliseconds,
+    so their integer sum is the exact value of the double sum, and every other sum is taken
+    element by element from the oldest point (no pairwise or compensated summation).
     """
-    n = len(xs)
-    x_avg = sum(xs) / n
+    x_sum = 0
+    for k in range(n):
+        x_sum += xs[k]
+    x_avg = x_sum / n
     sum_y = 0.0
-    for y in ys:
-        sum_y += y
+    for k in range(n):
+        sum_y += ys[k]
     y_avg = sum_y / n
     numerator = 0.0
     denominator = 0.0
-    for x, y in zip(xs, ys, strict=True):
-        dx = x - x_avg
-        numerator += dx * (y - y_avg)
+    for k in range(n):
+        dx = xs[k] - x_avg
+        numerator += dx * (ys[k] - y_avg)
         denominator += dx * dx
     if denominator == 0:
-        return None
-    return numerator / denominator
+        return False, 0.0
+    return True, numerator / denominator
+
+
+@njit(cache=True)
+def _slope_cap(
+    xs: np.ndarray, raws: np.ndarray, n: int, beginning: int, end: int, uncertainty: float
+) -> tuple[bool, float]:
+    """libwebrtc's ``ComputeSlopeCap``: the slope between the minimum raw delays of the first
+    ``beginning`` and the last ``end`` points, plus ``uncertainty``; (False, 0) if undefined."""
+    early = 0
+    for k in range(1, beginning):
+        if raws[k] < raws[early]:
+            early = k
+    late = n - end
+    for k in range(late + 1, n):
+        if raws[k] < raws[late]:
+            late = k
+    if xs[late] - xs[early] < 1:
+        return False, 0.0
+    return True, (raws[late] - raws[early]) / (xs[late] - xs[early]) + uncertainty
+
+
+@njit(cache=True)
+def _update_threshold(fs: np.ndarray, ints: np.ndarray, modified_trend: float, now_ms: int) -> None:
+    if ints[_LAST_UPDATE_MS] == -1:
+        ints[_LAST_UPDATE_MS] = now_ms
+    abs_trend = abs(modified_trend)
+    threshold = fs[_THRESHOLD]
+    if abs_trend > threshold + MAX_ADAPT_OFFSET_MS:
+        # A latency spike (e.g. a sudden capacity drop) must not drag the threshold up.
+        ints[_LAST_UPDATE_MS] = now_ms
+        return
+    k = K_DOWN if abs_trend < threshold else K_UP
+    time_delta_ms = now_ms - ints[_LAST_UPDATE_MS]
+    if time_delta_ms > MAX_THRESHOLD_TIME_DELTA_MS:
+        time_delta_ms = MAX_THRESHOLD_TIME_DELTA_MS
+    threshold = threshold + k * (abs_trend - threshold) * time_delta_ms
+    if threshold < THRESHOLD_MIN:
+        threshold = THRESHOLD_MIN
+    elif threshold > THRESHOLD_MAX:
+        threshold = THRESHOLD_MAX
+    fs[_THRESHOLD] = threshold
+    ints[_LAST_UPDATE_MS] = now_ms
+
+
+@njit(cache=True)
+def _detect(
+    fs: np.ndarray, ints: np.ndarray, trend: float, ts_delta_ms: float, now_ms: int
+) -> None:
+    if ints[_NUM_OF_DELTAS] < 2:
+        ints[HYPOTHESIS] = _NORMAL_CODE
+        return
+    num_of_deltas = ints[_NUM_OF_DELTAS]
+    if num_of_deltas > MIN_NUM_DELTAS:
+        num_of_deltas = MIN_NUM_DELTAS
+    modified_trend = num_of_deltas * trend * THRESHOLD_GAIN
+    fs[_PREV_MODIFIED_TREND] = modified_trend
+    threshold = fs[_THRESHOLD]
+    if modified_trend > threshold:
+        if fs[_TIME_OVER_USING_MS] == -1:
+            # Assume the overuse began halfway through the last send interval.
+            fs[_TIME_OVER_USING_MS] = ts_delta_ms / 2
+        else:
+            fs[_TIME_OVER_USING_MS] += ts_delta_ms
+        ints[_OVERUSE_COUNTER] += 1
+        if (
+            fs[_TIME_OVER_USING_MS] > OVERUSING_TIME_THRESHOLD_MS
+            and ints[_OVERUSE_COUNTER] > 1
+            and trend >= fs[_PREV_TREND]
+        ):
+            fs[_TIME_OVER_USING_MS] = 0.0
+            ints[_OVERUSE_COUNTER] = 0
+            ints[HYPOTHESIS] = _OVERUSING_CODE
+    elif modified_trend < -threshold:
+        fs[_TIME_OVER_USING_MS] = -1.0
+        ints[_OVERUSE_COUNTER] = 0
+        ints[HYPOTHESIS] = _UNDERUSING_CODE
+    else:
+        fs[_TIME_OVER_USING_MS] = -1.0
+        ints[_OVERUSE_COUNTER] = 0
+        ints[HYPOTHESIS] = _NORMAL_CODE
+    fs[_PREV_TREND] = trend
+    _update_threshold(fs, ints, modified_trend, now_ms)
+
+
+@njit(cache=True)
+def update_trendline_state(
+    fs: np.ndarray,
+    ints: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    raws: np.ndarray,
+    settings: np.ndarray,
+    cap_uncertainty: float,
+    recv_delta_ms: float,
+    send_delta_ms: float,
+    arrival_time_ms: int,
+) -> None:
+    """libwebrtc's ``UpdateTrendline`` on the state arrays of a :class:`TrendlineEstimator`."""
+    delta_ms = recv_delta_ms - send_delta_ms
+    num_of_deltas = ints[_NUM_OF_DELTAS] + 1
+    ints[_NUM_OF_DELTAS] = num_of_deltas if num_of_deltas < DELTA_COUNTER_MAX else DELTA_COUNTER_MAX
+    if ints[_FIRST_ARRIVAL_TIME_MS] == -1:
+        ints[_FIRST_ARRIVAL_TIME_MS] = arrival_time_ms
+
+    fs[_ACCUMULATED_DELAY_MS] += delta_ms
+    fs[_SMOOTHED_DELAY_MS] = (
+        SMOOTHING_COEF * fs[_SMOOTHED_DELAY_MS] + (1 - SMOOTHING_COEF) * fs[_ACCUMULATED_DELAY_MS]
+    )
+
+    # The regression window: the oldest point first, one spare slot for the newest.
+    n = ints[_WINDOW_LEN]
+    # Whole ms since the first delta (libwebrtc stores them as exact doubles).
+    xs[n] = arrival_time_ms - ints[_FIRST_ARRIVAL_TIME_MS]
+    ys[n] = fs[_SMOOTHED_DELAY_MS]
+    raws[n] = fs[_ACCUMULATED_DELAY_MS]
+    n += 1
+    if settings[_ENABLE_SORT]:
+        k = n - 1
+        while k > 0 and xs[k] < xs[k - 1]:
+            xs[k], xs[k - 1] = xs[k - 1], xs[k]
+            ys[k], ys[k - 1] = ys[k - 1], ys[k]
+            raws[k], raws[k - 1] = raws[k - 1], raws[k]
+            k -= 1
+    window_size = settings[_WINDOW_SIZE]
+    if n > window_size:
+        for k in range(1, n):
+            xs[k - 1] = xs[k]
+            ys[k - 1] = ys[k]
+            raws[k - 1] = raws[k]
+        n -= 1
+    ints[_WINDOW_LEN] = n
+
+    trend = fs[_PREV_TREND]
+    if n == window_size:
+        # Slope ~ (send_rate - capacity) / capacity: > 0 while queues fill.
+        ok, slope = linear_fit_slope(xs, ys, n)
+        if ok:
+            trend = slope
+        if settings[_ENABLE_CAP]:
+            capped, cap = _slope_cap(
+                xs, raws, n, settings[_BEGINNING_PACKETS], settings[_END_PACKETS], cap_uncertainty
+            )
+            # The cap only filters overuse; it never adds underuse.
+            if trend >= 0 and capped and trend > cap:
+                trend = cap
+    _detect(fs, ints, trend, send_delta_ms, arrival_time_ms)
 
 
 class TrendlineEstimator:
-    """Delay-slope overuse detector (libwebrtc's ``DelayIncreaseDetectorInterface``)."""
+    """Delay-slope overuse detector (libwebrtc's ``DelayIncreaseDetectorInterface``).
+
+    The state lives in small arrays so that :func:`update_trendline_state` (compiled) can
+    update it, alone or inside DelayBasedBwe's per-report pass.
+    """
 
     __slots__ = (
-        "_accumulated_delay_ms",
-        "_arrival_ms",
-        "_first_arrival_time_ms",
-        "_hypothesis",
-        "_last_update_ms",
-        "_num_of_deltas",
-        "_overuse_counter",
-        "_prev_modified_trend",
-        "_prev_trend",
-        "_raw_delay_ms",
+        "_cap_uncertainty",
+        "_fs",
+        "_ints",
+        "_raws",
         "_settings",
-        "_smoothed_delay_ms",
-        "_smoothed_ms",
-        "_threshold",
-        "_time_over_using_ms",
+        "_settings_ints",
+        "_xs",
+        "_ys",
     )
 
     def __init__(self, settings: TrendlineEstimatorSettings | None = None) -> None:
-        self._settings = (settings or TrendlineEstimatorSettings()).validated()
-        self._num_of_deltas = 0
-        self._first_arrival_time_ms = -1
-        self._accumulated_delay_ms = 0.0
-        self._smoothed_delay_ms = 0.0
-        # The regression window as parallel deques (libwebrtc's deque of PacketTiming).
-        self._arrival_ms: deque[int] = deque()
-        self._smoothed_ms: deque[float] = deque()
-        self._raw_delay_ms: deque[float] = deque()
-        self._threshold = INITIAL_THRESHOLD
-        self._prev_modified_trend = float("nan")
-        self._last_update_ms = -1
-        self._prev_trend = 0.0
-        self._time_over_using_ms = -1.0
-        self._overuse_counter = 0
-        self._hypothesis = _NORMAL
+        self._settings = settings = (settings or TrendlineEstimatorSettings()).validated()
+        self._settings_ints = np.array(
+            [
+                settings.window_size,
+                settings.enable_sort,
+                settings.enable_cap,
+                settings.beginning_packets,
+                settings.end_packets,
+            ],
+            dtype=np.int64,
+        )
+        self._cap_uncertainty = float(settings.cap_uncertainty)
+        self._fs = np.zeros(_N_FLOATS)
+        self._fs[_THRESHOLD] = INITIAL_THRESHOLD
+        self._fs[_PREV_MODIFIED_TREND] = math.nan
+        self._fs[_TIME_OVER_USING_MS] = -1.0
+        self._ints = np.zeros(_N_INTS, dtype=np.int64)
+        self._ints[_FIRST_ARRIVAL_TIME_MS] = -1
+        self._ints[_LAST_UPDATE_MS] = -1
+        self._ints[HYPOTHESIS] = _NORMAL_CODE
+        # The regression window (libwebrtc's deque of PacketTiming), plus a spare slot.
+        self._xs = np.zeros(settings.window_size + 1, dtype=np.int64)
+        self._ys = np.zeros(settings.window_size + 1)
+        self._raws = np.zeros(settings.window_size + 1)
 
     def update(
         self,
@@ -172,144 +358,44 @@ class TrendlineEstimator:
         self, recv_delta_ms: float, send_delta_ms: float, arrival_time_ms: int
     ) -> None:
         """One new pair of group deltas: update the slope and the detector state."""
-        delta_ms = recv_delta_ms - send_delta_ms
-        num_of_deltas = self._num_of_deltas + 1
-        self._num_of_deltas = (
-            num_of_deltas if num_of_deltas < DELTA_COUNTER_MAX else DELTA_COUNTER_MAX
-        )
-        if self._first_arrival_time_ms == -1:
-            self._first_arrival_time_ms = arrival_time_ms
-
-        self._accumulated_delay_ms += delta_ms
-        self._smoothed_delay_ms = (
-            SMOOTHING_COEF * self._smoothed_delay_ms
-            + (1 - SMOOTHING_COEF) * self._accumulated_delay_ms
+        update_trendline_state(
+            *self.state_arrays(), float(recv_delta_ms), float(send_delta_ms), int(arrival_time_ms)
         )
 
-        settings = self._settings
-        xs = self._arrival_ms
-        ys = self._smoothed_ms
-        raws = self._raw_delay_ms
-        # Whole ms since the first delta (libwebrtc stores them as exact doubles).
-        xs.append(arrival_time_ms - self._first_arrival_time_ms)
-        ys.append(self._smoothed_delay_ms)
-        raws.append(self._accumulated_delay_ms)
-        if settings.enable_sort:
-            i = len(xs) - 1
-            while i > 0 and xs[i] < xs[i - 1]:
-                for column in (xs, ys, raws):
-                    column[i], column[i - 1] = column[i - 1], column[i]
-                i -= 1
-        window_size = settings.window_size
-        if len(xs) > window_size:
-            xs.popleft()
-            ys.popleft()
-            raws.popleft()
-
-        trend = self._prev_trend
-        if len(xs) == window_size:
-            # Slope ~ (send_rate - capacity) / capacity: > 0 while queues fill.
-            slope = linear_fit_slope(xs, ys)
-            if slope is not None:
-                trend = slope
-            if settings.enable_cap:
-                cap = self._slope_cap()
-                # The cap only filters overuse; it never adds underuse.
-                if trend >= 0 and cap is not None and trend > cap:
-                    trend = cap
-        self._detect(trend, send_delta_ms, arrival_time_ms)
-
-    def _slope_cap(self) -> float | None:
-        settings = self._settings
-        xs = self._arrival_ms
-        raws = self._raw_delay_ms
-        early = 0
-        for i in range(1, settings.beginning_packets):
-            if raws[i] < raws[early]:
-                early = i
-        late = len(xs) - settings.end_packets
-        for i in range(late + 1, len(xs)):
-            if raws[i] < raws[late]:
-                late = i
-        if xs[late] - xs[early] < 1:
-            return None
-        return (raws[late] - raws[early]) / (xs[late] - xs[early]) + settings.cap_uncertainty
-
-    def _detect(self, trend: float, ts_delta_ms: float, now_ms: int) -> None:
-        if self._num_of_deltas < 2:
-            self._hypothesis = _NORMAL
-            return
-        num_of_deltas = self._num_of_deltas
-        if num_of_deltas > MIN_NUM_DELTAS:
-            num_of_deltas = MIN_NUM_DELTAS
-        modified_trend = num_of_deltas * trend * THRESHOLD_GAIN
-        self._prev_modified_trend = modified_trend
-        if modified_trend > self._threshold:
-            if self._time_over_using_ms == -1:
-                # Assume the overuse began halfway through the last send interval.
-                self._time_over_using_ms = ts_delta_ms / 2
-            else:
-                self._time_over_using_ms += ts_delta_ms
-            self._overuse_counter += 1
-            if (
-                self._time_over_using_ms > OVERUSING_TIME_THRESHOLD_MS
-                and self._overuse_counter > 1
-                and trend >= self._prev_trend
-            ):
-                self._time_over_using_ms = 0.0
-                self._overuse_counter = 0
-                self._hypothesis = _OVERUSING
-        elif modified_trend < -self._threshold:
-            self._time_over_using_ms = -1.0
-            self._overuse_counter = 0
-            self._hypothesis = _UNDERUSING
-        else:
-            self._time_over_using_ms = -1.0
-            self._overuse_counter = 0
-            self._hypothesis = _NORMAL
-        self._prev_trend = trend
-        self._update_threshold(modified_trend, now_ms)
-
-    def _update_threshold(self, modified_trend: float, now_ms: int) -> None:
-        if self._last_update_ms == -1:
-            self._last_update_ms = now_ms
-        abs_trend = abs(modified_trend)
-        if abs_trend > self._threshold + MAX_ADAPT_OFFSET_MS:
-            # A latency spike (e.g. a sudden capacity drop) must not drag the threshold up.
-            self._last_update_ms = now_ms
-            return
-        k = K_DOWN if abs_trend < self._threshold else K_UP
-        time_delta_ms = now_ms - self._last_update_ms
-        if time_delta_ms > MAX_THRESHOLD_TIME_DELTA_MS:
-            time_delta_ms = MAX_THRESHOLD_TIME_DELTA_MS
-        threshold = self._threshold + k * (abs_trend - self._threshold) * time_delta_ms
-        if threshold < THRESHOLD_MIN:
-            threshold = THRESHOLD_MIN
-        elif threshold > THRESHOLD_MAX:
-            threshold = THRESHOLD_MAX
-        self._threshold = threshold
-        self._last_update_ms = now_ms
+    def state_arrays(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """The arguments :func:`update_trendline_state` takes before the deltas."""
+        return (
+            self._fs,
+            self._ints,
+            self._xs,
+            self._ys,
+            self._raws,
+            self._settings_ints,
+            self._cap_uncertainty,
+        )
 
     def state(self) -> BandwidthUsage:
         """The current verdict."""
-        return self._hypothesis
+        return _USAGE[self._ints[HYPOTHESIS]]
 
     @property
     def threshold(self) -> float:
         """The adaptive detection threshold (for logs and tests)."""
-        return self._threshold
+        return float(self._fs[_THRESHOLD])
 
     @property
     def trend(self) -> float:
         """The last slope used by the detector."""
-        return self._prev_trend
+        return float(self._fs[_PREV_TREND])
 
     @property
     def modified_trend(self) -> float:
         """The last ``min(n, 60) * slope * gain`` compared with the threshold (NaN before)."""
-        return self._prev_modified_trend
+        return float(self._fs[_PREV_MODIFIED_TREND])
 
     @property
     def accumulated_delay_ms(self) -> float:
         """Sum of all delay variations so far: the queueing delay relative to the start."""
-        return self._accumulated_delay_ms
+        return float(self._fs[_ACCUMULATED_DELAY_MS])

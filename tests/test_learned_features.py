@@ -5,11 +5,20 @@ import math
 import numpy as np
 import pytest
 
+from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.api import TransportFeedback
-from loki.features import FEATURE_HIGH, FEATURE_LOW, HISTORY, N_FEATURES, FeatureBuilder
+from loki.features import (
+    FEATURE_HIGH,
+    FEATURE_LOW,
+    FEATURE_NAMES,
+    HISTORY,
+    N_FEATURES,
+    FeatureBuilder,
+    gcc_sensors,
+)
 
 
-def _reference_row(report, prev_target_bps, interval_us, base_us, rtt_us):
+def _reference_row(report, prev_target_bps, interval_us, base_us, rtt_us, sensors):
     """The features written out the slow, obvious way."""
     got = [i for i in range(len(report)) if report.arrival_time_us[i] >= 0]
     sizes = report.size_bytes.astype(float)
@@ -41,6 +50,7 @@ def _reference_row(report, prev_target_bps, interval_us, base_us, rtt_us):
         rtt_us / 1e5,
         interval_us / 1e5,
         recv_bps / max(prev_target_bps, 1),
+        *sensors,
     ]
     return np.clip(np.array(row), FEATURE_LOW, FEATURE_HIGH), base_us
 
@@ -64,8 +74,9 @@ def test_rows_match_the_reference_and_history_shifts():
         fb.on_rtt(rtt)
         interval = 100_000 if prev_t is None else max(t - prev_t, 1_000)
         prev_t = t
-        want, base = _reference_row(report, prev, interval, base, rtt)
-        got = fb.row(report, prev)
+        sensors = (float(rng.choice([-1, 0, 1])), rng.uniform(-12, 12), rng.uniform(0, 8))
+        want, base = _reference_row(report, prev, interval, base, rtt, sensors)
+        got = fb.row(report, prev, sensors)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         rows.append(got)
     obs = fb.observation()
@@ -102,3 +113,30 @@ def test_rows_are_clipped_to_the_feature_bounds(prev):
     row = fb.row(report, prev)
     assert np.all(row >= FEATURE_LOW) and np.all(row <= FEATURE_HIGH)
     assert row[7] == FEATURE_HIGH[7]
+
+
+def test_gcc_sensors_follow_the_detector_and_the_acked_rate():
+    """The sensor columns read GCC's detector and acked rate: overuse shows as +1 on a queue
+    that builds, and the acked rate approaches what was received."""
+    gcc = GoogCcNetworkController()
+    assert gcc_sensors(gcc) == (0.0, 0.0, 0.0)
+    t_us, seq, saw_overuse = 0, 0, False
+    for k in range(60):
+        t_us += 100_000
+        n = 25  # 25 x 1200 B per 100 ms: 2.4 Mbps offered
+        send = [t_us - 100_000 + i * 4_000 for i in range(n)]
+        # The first 3 s the queue is steady; then it grows by 2 ms per packet (overuse).
+        extra = [0 if k < 30 else (k - 30) * n * 2_000 + i * 2_000 for i in range(n)]
+        arrival = [s + 20_000 + e for s, e in zip(send, extra, strict=True)]
+        report = TransportFeedback.from_lists(
+            t_us + 20_000, list(range(seq, seq + n)), send, arrival, [1200] * n
+        )
+        seq += n
+        gcc.on_feedback(report)
+        usage, trend, acked = gcc_sensors(gcc)
+        saw_overuse |= usage == 1.0 and trend > 1.0
+        if k == 29:
+            assert usage == 0.0 and abs(trend) < 1.0
+            assert 1.0 < acked < 2.0  # log2(1 + ~2.4 Mbps) = 1.77
+    assert saw_overuse
+    assert FEATURE_NAMES[-3:] == ("delay_usage", "delay_trend", "acked_rate")

@@ -8,7 +8,12 @@ here is the factory flag.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gcc.acknowledged_bitrate_estimator import AcknowledgedBitrateEstimator
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
@@ -263,3 +268,116 @@ def test_settings_defaults_and_out_of_range_fallbacks(
         settings.required_packets,
     )
     assert got == expected
+
+
+# -- the incremental window against the estimator's definition ------------------------------
+
+
+class _NaiveEstimator:
+    """The estimator as libwebrtc's code reads: a window of (send, recv, size) sorted by arrival,
+    trimmed one packet at a time, and every statistic recomputed over the whole window."""
+
+    def __init__(self, settings: RobustThroughputEstimatorSettings) -> None:
+        self.s = settings
+        self.window: list[tuple[int, int, int]] = []
+        self.latest_discarded = -math.inf
+
+    def add(self, send: list[int], recv: list[int], size: list[int]) -> None:
+        for packet in zip(send, recv, size, strict=True):
+            i = len(self.window)
+            while i > 0 and packet[1] < self.window[i - 1][1]:
+                i -= 1
+            self.window.insert(i, packet)
+            if self.window[-1][1] - packet[1] > 1_000_000:
+                self.window = []
+                self.latest_discarded = -math.inf
+        s = self.s
+        while self.window:
+            n = len(self.window)
+            span = self.window[-1][1] - self.window[0][1]
+            if not (
+                n > s.max_window_packets
+                or span > s.max_window_duration_us
+                or (n > s.window_packets and span > s.min_window_duration_us)
+            ):
+                break
+            self.latest_discarded = max(self.latest_discarded, self.window.pop(0)[0])
+
+    def bitrate(self) -> int | None:
+        w = self.window
+        if len(w) < self.s.required_packets or not w:
+            return None
+        gaps = [*sorted((b[1] - a[1] for a, b in itertools.pairwise(w)), reverse=True), 0, 0]
+        total = sum(p[2] for p in w)
+        recv_dur = max(w[-1][1] - w[0][1] - gaps[0] + gaps[1], 1_000)
+        recv_rate = (total - w[0][2]) * 8_000_000 // recv_dur
+        kept = [p for p in w if p[0] >= self.latest_discarded]
+        if len(kept) < self.s.required_packets:
+            return recv_rate
+        first = min(p[0] for p in kept)
+        last = max(p[0] for p in kept)
+        last_size = next(p[2] for p in kept if p[0] == last)
+        send_dur = max(last - first, 1_000)
+        send_rate = (sum(p[2] for p in kept) - last_size) * 8_000_000 // send_dur
+        return min(send_rate, recv_rate)
+
+
+@st.composite
+def _reports(draw):
+    """Reports of packets with jittery, sometimes reordered, sometimes tied times."""
+    n_reports = draw(st.integers(1, 40))
+    send_us, recv_us = 0, 10_000_000
+    out = []
+    for _ in range(n_reports):
+        k = draw(st.integers(0, 30))
+        send, recv, size = [], [], []
+        for _ in range(k):
+            send_us += draw(st.sampled_from([0, 1, 500, 1_000, 20_000, -3_000]))
+            recv_us += draw(st.sampled_from([0, 0, 1_000, 2_000, 7_000, 150_000, -2_000]))
+            send.append(send_us)
+            recv.append(recv_us)
+            size.append(draw(st.integers(50, 1_500)))
+        if draw(st.booleans()):  # GoogCC sorts by arrival before calling
+            order = sorted(range(k), key=recv.__getitem__)
+            send, recv, size = ([c[i] for i in order] for c in (send, recv, size))
+        out.append((send, recv, size))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    reports=_reports(),
+    window=st.sampled_from(
+        [
+            RobustThroughputEstimatorSettings(),
+            RobustThroughputEstimatorSettings(
+                window_packets=10, max_window_packets=12, min_window_duration_us=100_000
+            ),
+            RobustThroughputEstimatorSettings(max_window_duration_us=1_000_000),
+        ]
+    ),
+)
+def test_matches_the_definition_report_by_report(reports, window) -> None:
+    est = RobustThroughputEstimator(window)
+    naive = _NaiveEstimator(window)
+    for send, recv, size in reports:
+        est.incoming_packet_feedback_vector(send, recv, size)
+        naive.add(send, recv, size)
+        assert est.bitrate() == naive.bitrate()
+
+
+def test_long_stream_compacts_and_matches_the_definition() -> None:
+    est = RobustThroughputEstimator()
+    naive = _NaiveEstimator(RobustThroughputEstimatorSettings())
+    send_us, recv_us = 0, 0
+    for r in range(250):  # 7000 packets: the dropped prefix is cut off several times
+        send, recv, size = [], [], []
+        for i in range(28):
+            send_us += 3_500 + (i * 7919 + r) % 900
+            recv_us += 3_000 + (i * 104_729 + r * 31) % 2_500
+            send.append(send_us)
+            recv.append(recv_us)
+            size.append(1_000 + i)
+        est.incoming_packet_feedback_vector(send, recv, size)
+        naive.add(send, recv, size)
+        assert est.bitrate() == naive.bitrate()

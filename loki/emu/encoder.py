@@ -187,8 +187,31 @@ class EncoderCalibration:
         floor-limited entries themselves would put a false ramp between the floor and the first
         target above it.
         """
+        return _TargetTables(self).figures(target_bps)
+
+
+class _TargetTables:
+    """A calibration's tables over log(target), prepared once: an encoder looks its figures up
+    at every target change (hundreds of times a minute under GCC), so the logarithms and the
+    list of entries libvpx could meet are not rebuilt each time."""
+
+    __slots__ = ("cal", "met_ratios", "met_xs", "xs")
+
+    def __init__(self, cal: EncoderCalibration) -> None:
+        self.cal = cal
+        self.xs = [math.log(t) for t in cal.target_bps]
+        met = [
+            (math.log(t), a / t)
+            for t, a in zip(cal.target_bps, cal.achieved_bps, strict=True)
+            if a <= t * FLOOR_LIMITED_RATIO
+        ]
+        self.met_xs = [m[0] for m in met]
+        self.met_ratios = [m[1] for m in met]
+
+    def position(self, target_bps: float) -> tuple[float, int, float]:
+        """log(target), the table entry below it and the weight of the one above."""
         x = math.log(max(target_bps, 1.0))
-        xs = [math.log(t) for t in self.target_bps]
+        xs = self.xs
         i = bisect.bisect_right(xs, x) - 1
         if i < 0:
             i, w = 0, 0.0
@@ -196,34 +219,42 @@ class EncoderCalibration:
             i, w = len(xs) - 2, 1.0
         else:
             w = (x - xs[i]) / (xs[i + 1] - xs[i])
+        return x, i, w
 
-        def at(table: tuple[float, ...]) -> float:
-            return table[i] + w * (table[i + 1] - table[i])
-
-        def profile_at(table: tuple[tuple[float, ...], ...]) -> list[float]:
-            return [a + w * (b - a) for a, b in zip(table[i], table[i + 1], strict=True)]
-
-        met = [
-            (math.log(t), a / t)
-            for t, a in zip(self.target_bps, self.achieved_bps, strict=True)
-            if a <= t * FLOOR_LIMITED_RATIO
-        ]
-        k = bisect.bisect_right([m[0] for m in met], x) - 1
+    def achieved_bps(self, target_bps: float, x: float) -> float:
+        met_xs = self.met_xs
+        met_ratios = self.met_ratios
+        k = bisect.bisect_right(met_xs, x) - 1
         if k < 0:
-            ratio = met[0][1]
-        elif k >= len(met) - 1:
-            ratio = met[-1][1]
+            ratio = met_ratios[0]
+        elif k >= len(met_xs) - 1:
+            ratio = met_ratios[-1]
         else:
-            (x0, r0), (x1, r1) = met[k], met[k + 1]
+            x0, x1 = met_xs[k], met_xs[k + 1]
+            r0, r1 = met_ratios[k], met_ratios[k + 1]
             ratio = r0 + (x - x0) / (x1 - x0) * (r1 - r0)
+        return max(target_bps * ratio, self.cal.floor_bps)
+
+    @staticmethod
+    def at(table: tuple[float, ...], i: int, w: float) -> float:
+        return table[i] + w * (table[i + 1] - table[i])
+
+    @staticmethod
+    def profile_at(table: tuple[tuple[float, ...], ...], i: int, w: float) -> list[float]:
+        return [a + w * (b - a) for a, b in zip(table[i], table[i + 1], strict=True)]
+
+    def figures(self, target_bps: float) -> dict[str, Any]:
+        cal = self.cal
+        x, i, w = self.position(target_bps)
+        at = self.at
         return {
-            "achieved_bps": max(target_bps * ratio, self.floor_bps),
-            "log_sigma": at(self.log_sigma),
-            "log_acf1": min(max(at(self.log_acf1), -0.99), 0.99),
-            "keyframe_ratio": at(self.keyframe_ratio),
-            "first_keyframe_ratio": at(self.first_keyframe_ratio),
-            "post_keyframe_profile": profile_at(self.post_keyframe_profile),
-            "post_open_profile": profile_at(self.post_open_profile),
+            "achieved_bps": self.achieved_bps(target_bps, x),
+            "log_sigma": at(cal.log_sigma, i, w),
+            "log_acf1": min(max(at(cal.log_acf1, i, w), -0.99), 0.99),
+            "keyframe_ratio": at(cal.keyframe_ratio, i, w),
+            "first_keyframe_ratio": at(cal.first_keyframe_ratio, i, w),
+            "post_keyframe_profile": self.profile_at(cal.post_keyframe_profile, i, w),
+            "post_open_profile": self.profile_at(cal.post_open_profile, i, w),
         }
 
 
@@ -270,6 +301,7 @@ class VideoEncoderModel:
             raise ValueError(f"initial_target_bps must be > 0, got {initial_target_bps}")
         self.calibration = calibration or EncoderCalibration.load(resolution)
         cal = self.calibration
+        self._tables = _TargetTables(cal)
         self.fps = float(fps)
         self.retarget: Retarget = retarget
         self._frame_ms = 1000.0 / self.fps
@@ -389,7 +421,11 @@ class VideoEncoderModel:
         if self._key_requested or (
             self._key_every_frames and self._frames_since_key >= self._key_every_frames
         ):
-            return self._keyframe(mean_bytes, self._key_ratio, self._post_key_profile)
+            return self._keyframe(
+                mean_bytes,
+                self._key_ratio,
+                self._profile_at_target(self.calibration.post_keyframe_profile),
+            )
         size = mean_bytes * self._delta_noise()
         shape = 1.0
         if self._profile_pos < len(self._profile):
@@ -426,23 +462,33 @@ class VideoEncoderModel:
         return False
 
     def _apply_target(self, target_bps: float) -> None:
-        """Per-target figures, looked up once per target change rather than per frame."""
+        """Per-target figures, looked up once per target change rather than per frame.
+
+        The keyframe profiles are only needed at a keyframe: their table position is kept and
+        they are interpolated then (:meth:`_profile_at_target`).
+        """
         cal = self.calibration
-        fig = cal.interpolate(target_bps)
-        self._achieved_bps = fig["achieved_bps"]
+        tables = self._tables
+        x, i, w = tables.position(target_bps)
+        at = tables.at
+        self._achieved_bps = tables.achieved_bps(target_bps, x)
         # libvpx drains the buffer at the target; above the floor it settles at its own
         # measured achieved rate, so that is the drain there (no slow drift of the balance).
         self._drain_bits_per_frame = min(target_bps, self._achieved_bps) / self.fps
-        self._sigma = fig["log_sigma"] if self._noise else 0.0
-        self._rho = fig["log_acf1"]
+        self._sigma = at(cal.log_sigma, i, w) if self._noise else 0.0
+        self._rho = min(max(at(cal.log_acf1, i, w), -0.99), 0.99)
         self._innovation = math.sqrt(1.0 - self._rho * self._rho)
         self._half_var = 0.5 * self._sigma * self._sigma
-        self._key_ratio = fig["keyframe_ratio"]
-        self._first_key_ratio = fig["first_keyframe_ratio"]
-        self._post_key_profile = fig["post_keyframe_profile"]
-        self._post_open_profile = fig["post_open_profile"]
+        self._key_ratio = at(cal.keyframe_ratio, i, w)
+        self._first_key_ratio = at(cal.first_keyframe_ratio, i, w)
+        self._table_pos = (i, w)
         self._optimal_bits = cal.buffer_optimal_s * target_bps
         self._max_bits = cal.buffer_max_s * target_bps
+
+    def _profile_at_target(self, table: tuple[tuple[float, ...], ...]) -> list[float]:
+        """A keyframe profile (post-keyframe or post-open) at the current target."""
+        i, w = self._table_pos
+        return _TargetTables.profile_at(table, i, w)
 
     def _open(self, at_ms: float) -> tuple[int, bool]:
         """A fresh libvpx encoder: initial buffer, quantizer at the target, keyframe first."""
@@ -453,7 +499,11 @@ class VideoEncoderModel:
         self._level_bps = self._achieved_bps
         self._z = 0.0
         mean_bytes = self._achieved_bps / (8.0 * self.fps)
-        return self._keyframe(mean_bytes, self._first_key_ratio, self._post_open_profile)
+        return self._keyframe(
+            mean_bytes,
+            self._first_key_ratio,
+            self._profile_at_target(self.calibration.post_open_profile),
+        )
 
     def _keyframe(self, mean_bytes: float, ratio: float, profile: list[float]) -> tuple[int, bool]:
         """Emit a keyframe and arm the profile of the frames after it.

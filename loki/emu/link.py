@@ -42,11 +42,10 @@ that from happening); here a larger packet spans as many opportunities as it nee
 from __future__ import annotations
 
 import weakref
-from array import array
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
@@ -74,22 +73,22 @@ class DropTail:
             raise ValueError("DropTail: needs a packet or a byte limit (mahimahi refuses too)")
 
 
-def _lookup_tables(trace: Trace) -> tuple[list[int], array]:
-    """The trace as a list, and ``first_after[r]``: the index of the first opportunity later than
-    ms ``r`` of a loop (``0 <= r < period``; always ``< n`` since ``ops[-1] == period``).
+def _lookup_tables(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """The trace's opportunity times, and ``first_after[r]``: the index of the first
+    opportunity later than ms ``r`` of a loop (``0 <= r < period``; always ``< n`` since
+    ``ops[-1] == period``).
 
-    A list because indexing one from Python is several times cheaper than a numpy array; the
-    table (4 bytes per ms of trace) turns an idle link's catch-up into one lookup instead of a
-    200 ns bisection. Building both costs tens of ms on a long trace, so they are kept while the
-    trace lives and shared by every link on it (they are only read).
+    The table (8 bytes per ms of trace) turns an idle link's catch-up into one lookup instead of
+    a bisection. Building it costs tens of ms on a long trace, so it is kept while the trace
+    lives and shared by every link on it (it is only read).
     """
     key = id(trace)
     cached = _TABLES.get(key)
     if cached is not None and cached[0]() is trace:
         return cached[1], cached[2]
-    ops_ms = trace.opportunities_ms
+    ops_ms = np.ascontiguousarray(trace.opportunities_ms, dtype=np.int64)
     first_after = np.searchsorted(ops_ms, np.arange(trace.period_ms), side="right")
-    tables = (ops_ms.tolist(), array("i", first_after.astype(np.intc).tobytes()))
+    tables = (ops_ms, first_after.astype(np.int64))
     try:
         _TABLES[key] = (weakref.ref(trace), *tables)
     except TypeError:  # a trace type without weak references: build per link instead
@@ -98,7 +97,172 @@ def _lookup_tables(trace: Trace) -> tuple[list[int], array]:
     return tables
 
 
-_TABLES: dict[int, tuple[weakref.ref, list[int], array]] = {}
+_TABLES: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+
+# A link's state: one int64 array, so that compiled code (the emulator's send path) and the
+# Link methods share one implementation, :func:`link_send`.
+_POS = 0  # next unused opportunity: index into the loop that starts at _BASE_MS
+_BASE_MS = 1
+_NEXT_MS = 2  # the time of that opportunity
+_TAIL_MS = 3  # the opportunity the last accepted packet finished in
+_TAIL_LEFT_BYTES = 4  # and the bytes it left unused
+_LAST_ARRIVAL_MS = 5
+_DROPPED = 6
+_LIMIT_PACKETS = 7
+_LIMIT_BYTES = 8
+HAS_QUEUE = 9
+# Drop-tail only: the accepted packets that may still be waiting, as a ring of service-start
+# times and charged bytes (FIFO; start times are non-decreasing).
+_WAIT_HEAD = 10
+WAIT_COUNT = 11
+_BYTES_WAITING = 12
+_N_STATE = 13
+#: :func:`link_send`'s answer for a packet sent before the previous one.
+OUT_OF_ORDER = -2
+#: :func:`link_send`'s answer when the drop-tail ring is full: grow it and call again.
+NEED_ROOM = -4
+_INITIAL_RING = 64
+
+
+@njit(cache=True)
+def link_send(
+    st: np.ndarray,
+    ops_ms: np.ndarray,
+    first_after: np.ndarray,
+    wait_start_ms: np.ndarray,
+    wait_charge_bytes: np.ndarray,
+    arrival_ms: int,
+    size_bytes: int,
+) -> int:
+    """Enqueue an IP packet at ``arrival_ms``; the ms it leaves the link, or :data:`DROPPED`.
+
+    Or :data:`OUT_OF_ORDER` (nothing changed), or :data:`NEED_ROOM` (the drop-tail ring is full;
+    calling again after growing it gives the answer: what ran before is idempotent).
+    """
+    if arrival_ms < st[_LAST_ARRIVAL_MS]:
+        return OUT_OF_ORDER
+    st[_LAST_ARRIVAL_MS] = arrival_ms
+    charge = size_bytes + TUN_HEADER_BYTES
+    has_queue = st[HAS_QUEUE] != 0
+    if has_queue:
+        # Drop-tail's test against packet_queue_ as it stands after rationalize(arrival_ms):
+        # a packet whose first byte went out at or before arrival_ms has left it.
+        cap = wait_start_ms.shape[0]
+        head = st[_WAIT_HEAD]
+        count = st[WAIT_COUNT]
+        while count and wait_start_ms[head] <= arrival_ms:
+            st[_BYTES_WAITING] -= wait_charge_bytes[head]
+            head += 1
+            if head == cap:
+                head = 0
+            count -= 1
+        st[_WAIT_HEAD] = head
+        st[WAIT_COUNT] = count
+        limit_packets = st[_LIMIT_PACKETS]
+        limit_bytes = st[_LIMIT_BYTES]
+        if (limit_packets and count >= limit_packets) or (
+            limit_bytes and st[_BYTES_WAITING] + charge > limit_bytes
+        ):
+            st[_DROPPED] += 1
+            return DROPPED
+        if count == cap:
+            return NEED_ROOM
+
+    n_ops = ops_ms.shape[0]
+    period_ms = ops_ms[n_ops - 1]
+    tail_ms = st[_TAIL_MS]
+    if tail_ms > arrival_ms and st[_TAIL_LEFT_BYTES]:
+        # The previous packet finishes in an opportunity still in the future, so this one is
+        # queued by then and takes the bytes that opportunity has left.
+        start_ms = tail_ms
+        left = st[_TAIL_LEFT_BYTES]
+        if charge <= left:
+            st[_TAIL_LEFT_BYTES] = left - charge
+            if has_queue:
+                _note_waiting(st, wait_start_ms, wait_charge_bytes, start_ms, charge)
+            return tail_ms
+        need = charge - left
+    else:
+        if st[_NEXT_MS] <= arrival_ms:
+            # Idle link: every opportunity at or before arrival_ms met an empty queue.
+            base_ms = st[_BASE_MS]
+            rel_ms = arrival_ms - base_ms
+            if rel_ms >= period_ms:
+                base_ms += (rel_ms // period_ms) * period_ms
+                rel_ms = rel_ms % period_ms
+                st[_BASE_MS] = base_ms
+            pos = first_after[rel_ms]
+            st[_POS] = pos
+            st[_NEXT_MS] = base_ms + ops_ms[pos]
+        start_ms = st[_NEXT_MS]
+        need = charge
+
+    # Spend whole opportunities from the next unused one on the remaining `need` bytes.
+    pos = st[_POS]
+    if need <= BYTES_PER_OPPORTUNITY:
+        exit_ms = st[_NEXT_MS]
+        st[_TAIL_LEFT_BYTES] = BYTES_PER_OPPORTUNITY - need
+    else:
+        n_opps = -(-need // BYTES_PER_OPPORTUNITY)
+        pos += n_opps - 1
+        if pos >= n_ops:
+            st[_BASE_MS] += (pos // n_ops) * period_ms
+            pos = pos % n_ops
+        exit_ms = st[_BASE_MS] + ops_ms[pos]
+        st[_TAIL_LEFT_BYTES] = n_opps * BYTES_PER_OPPORTUNITY - need
+    pos += 1
+    if pos == n_ops:
+        pos = 0
+        st[_BASE_MS] += period_ms
+    st[_POS] = pos
+    st[_NEXT_MS] = st[_BASE_MS] + ops_ms[pos]
+    st[_TAIL_MS] = exit_ms
+    if has_queue:
+        _note_waiting(st, wait_start_ms, wait_charge_bytes, start_ms, charge)
+    return exit_ms
+
+
+@njit(cache=True)
+def _note_waiting(
+    st: np.ndarray,
+    wait_start_ms: np.ndarray,
+    wait_charge_bytes: np.ndarray,
+    start_ms: int,
+    charge_bytes: int,
+) -> None:
+    """Drop-tail: remember an accepted packet until its first byte goes out at start_ms."""
+    cap = wait_start_ms.shape[0]
+    slot = st[_WAIT_HEAD] + st[WAIT_COUNT]
+    if slot >= cap:
+        slot -= cap
+    wait_start_ms[slot] = start_ms
+    wait_charge_bytes[slot] = charge_bytes
+    st[WAIT_COUNT] += 1
+    st[_BYTES_WAITING] += charge_bytes
+
+
+@njit(cache=True)
+def _link_send_batch(
+    st: np.ndarray,
+    ops_ms: np.ndarray,
+    first_after: np.ndarray,
+    wait_start_ms: np.ndarray,
+    wait_charge_bytes: np.ndarray,
+    arrival_ms: np.ndarray,
+    size_bytes: np.ndarray,
+    out: np.ndarray,
+    start: int,
+) -> int:
+    """:func:`link_send` from packet ``start`` on; returns how many were done (stops early on
+    :data:`NEED_ROOM` or :data:`OUT_OF_ORDER`, leaving that packet undone)."""
+    for k in range(start, arrival_ms.shape[0]):
+        exit_ms = link_send(
+            st, ops_ms, first_after, wait_start_ms, wait_charge_bytes, arrival_ms[k], size_bytes[k]
+        )
+        if exit_ms < DROPPED:  # NEED_ROOM or OUT_OF_ORDER
+            return k
+        out[k] = exit_ms
+    return arrival_ms.shape[0]
 
 
 class Link:
@@ -109,23 +273,12 @@ class Link:
     """
 
     __slots__ = (
-        "_base_ms",
-        "_bytes_waiting",
         "_first_after",
-        "_last_arrival_ms",
-        "_limit_bytes",
-        "_limit_packets",
-        "_n_ops",
-        "_next_ms",
         "_ops_ms",
-        "_period_ms",
-        "_pos",
-        "_tail_left_bytes",
-        "_tail_ms",
-        "_waiting_charge_bytes",
-        "_waiting_start_ms",
-        "dropped_packets",
+        "_wait_charge",
+        "_wait_start",
         "queue",
+        "state",
         "trace",
     )
 
@@ -133,24 +286,34 @@ class Link:
         self.trace = trace
         self.queue = queue
         self._ops_ms, self._first_after = _lookup_tables(trace)
-        self._n_ops = len(self._ops_ms)
-        self._period_ms = trace.period_ms
-        # Next unused opportunity: index _pos of the loop that starts at _base_ms.
-        self._pos = 0
-        self._base_ms = 0
-        self._next_ms = self._ops_ms[0]
-        # The opportunity the last accepted packet finished in, and the bytes it left unused.
-        self._tail_ms = -1
-        self._tail_left_bytes = 0
-        self._last_arrival_ms = 0
-        self.dropped_packets = 0
-        self._limit_packets = queue.limit_packets if queue is not None else 0
-        self._limit_bytes = queue.limit_bytes if queue is not None else 0
-        # Drop-tail only: service-start ms and charged bytes of the accepted packets that may
-        # still be waiting, in FIFO order (start times are non-decreasing).
-        self._waiting_start_ms: deque[int] | None = deque() if queue is not None else None
-        self._waiting_charge_bytes: deque[int] | None = deque() if self._limit_bytes else None
-        self._bytes_waiting = 0
+        #: The link's state (see :func:`link_send`).
+        self.state = st = np.zeros(_N_STATE, dtype=np.int64)
+        # Next unused opportunity: index 0 of the loop that starts at 0.
+        st[_NEXT_MS] = self._ops_ms[0]
+        st[_TAIL_MS] = -1
+        if queue is not None:
+            st[HAS_QUEUE] = 1
+            st[_LIMIT_PACKETS] = queue.limit_packets
+            st[_LIMIT_BYTES] = queue.limit_bytes
+        ring = _INITIAL_RING if queue is not None else 0
+        self._wait_start = np.zeros(ring, dtype=np.int64)
+        self._wait_charge = np.zeros(ring, dtype=np.int64)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The arguments :func:`link_send` takes before the packet."""
+        return self.state, self._ops_ms, self._first_after, self._wait_start, self._wait_charge
+
+    def grow_ring(self) -> None:
+        """Double the drop-tail ring (after :data:`NEED_ROOM`), keeping its FIFO order."""
+        st = self.state
+        cap = self._wait_start.shape[0]
+        order = (st[_WAIT_HEAD] + np.arange(st[WAIT_COUNT])) % cap
+        for name in ("_wait_start", "_wait_charge"):
+            old = getattr(self, name)
+            new = np.zeros(2 * cap, dtype=np.int64)
+            new[: order.size] = old[order]
+            setattr(self, name, new)
+        st[_WAIT_HEAD] = 0
 
     def send(self, arrival_ms: int, size_bytes: int) -> int:
         """Enqueue an IP packet at ``arrival_ms``; return the ms it leaves the link, or -1.
@@ -158,99 +321,41 @@ class Link:
         ``size_bytes`` is the IP size (payload + RTP + 28 bytes of UDP/IP); the link charges it
         plus the 4-byte TUN header, as mahimahi does.
         """
-        if arrival_ms < self._last_arrival_ms:
-            raise ValueError(
-                f"Link.send: arrival {arrival_ms} ms before previous {self._last_arrival_ms} ms"
-            )
-        self._last_arrival_ms = arrival_ms
-        charge = size_bytes + TUN_HEADER_BYTES
-        waiting = self._waiting_start_ms
-        if waiting is not None:
-            # Drop-tail's test against packet_queue_ as it stands after rationalize(arrival_ms):
-            # a packet whose first byte went out at or before arrival_ms has left it.
-            charges = self._waiting_charge_bytes
-            while waiting and waiting[0] <= arrival_ms:
-                waiting.popleft()
-                if charges is not None:
-                    self._bytes_waiting -= charges.popleft()
-            if (self._limit_packets and len(waiting) >= self._limit_packets) or (
-                self._limit_bytes and self._bytes_waiting + charge > self._limit_bytes
-            ):
-                self.dropped_packets += 1
-                return DROPPED
-
-        tail_ms = self._tail_ms
-        if tail_ms > arrival_ms and self._tail_left_bytes:
-            # The previous packet finishes in an opportunity still in the future, so this one is
-            # queued by then and takes the bytes that opportunity has left.
-            start_ms = tail_ms
-            left = self._tail_left_bytes
-            if charge <= left:
-                self._tail_left_bytes = left - charge
-                if waiting is not None:
-                    self._note_waiting(start_ms, charge)
-                return tail_ms
-            need = charge - left
-        else:
-            if self._next_ms <= arrival_ms:
-                # Idle link: every opportunity at or before arrival_ms met an empty queue.
-                base_ms = self._base_ms
-                rel_ms = arrival_ms - base_ms
-                if rel_ms >= self._period_ms:
-                    loops, rel_ms = divmod(rel_ms, self._period_ms)
-                    base_ms += loops * self._period_ms
-                    self._base_ms = base_ms
-                pos = self._first_after[rel_ms]
-                self._pos = pos
-                self._next_ms = base_ms + self._ops_ms[pos]
-            start_ms = self._next_ms
-            need = charge
-
-        # Spend whole opportunities from the next unused one on the remaining `need` bytes.
-        ops = self._ops_ms
-        pos = self._pos
-        if need <= BYTES_PER_OPPORTUNITY:
-            exit_ms = self._next_ms
-            self._tail_left_bytes = BYTES_PER_OPPORTUNITY - need
-        else:
-            n_opps = -(-need // BYTES_PER_OPPORTUNITY)
-            pos += n_opps - 1
-            if pos >= self._n_ops:
-                loops, pos = divmod(pos, self._n_ops)
-                self._base_ms += loops * self._period_ms
-            exit_ms = self._base_ms + ops[pos]
-            self._tail_left_bytes = n_opps * BYTES_PER_OPPORTUNITY - need
-        pos += 1
-        if pos == self._n_ops:
-            pos = 0
-            self._base_ms += self._period_ms
-        self._pos = pos
-        self._next_ms = self._base_ms + ops[pos]
-        self._tail_ms = exit_ms
-        if waiting is not None:
-            waiting.append(start_ms)
-            if self._waiting_charge_bytes is not None:
-                self._waiting_charge_bytes.append(charge)
-                self._bytes_waiting += charge
-        return exit_ms
-
-    def _note_waiting(self, start_ms: int, charge_bytes: int) -> None:
-        """Drop-tail: remember an accepted packet until its first byte goes out at start_ms."""
-        self._waiting_start_ms.append(start_ms)
-        if self._waiting_charge_bytes is not None:
-            self._waiting_charge_bytes.append(charge_bytes)
-            self._bytes_waiting += charge_bytes
+        while True:
+            exit_ms = link_send(*self.arrays(), arrival_ms, size_bytes)
+            if exit_ms == NEED_ROOM:
+                self.grow_ring()
+                continue
+            if exit_ms == OUT_OF_ORDER:
+                raise ValueError(
+                    f"Link.send: arrival {arrival_ms} ms before previous "
+                    f"{int(self.state[_LAST_ARRIVAL_MS])} ms"
+                )
+            return int(exit_ms)
 
     def send_batch(self, arrival_ms: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
         """:meth:`send` for each packet in order; exit ms (int64), -1 where dropped."""
-        send = self.send
-        return np.fromiter(
-            map(send, np.asarray(arrival_ms).tolist(), np.asarray(size_bytes).tolist()),
-            dtype=np.int64,
-            count=len(arrival_ms),
-        )
+        arrivals = np.ascontiguousarray(arrival_ms, dtype=np.int64)
+        sizes = np.ascontiguousarray(size_bytes, dtype=np.int64)
+        out = np.empty(arrivals.shape[0], dtype=np.int64)
+        done = 0
+        while done < arrivals.shape[0]:
+            done = _link_send_batch(*self.arrays(), arrivals, sizes, out, done)
+            if done < arrivals.shape[0]:
+                if arrivals[done] < self.state[_LAST_ARRIVAL_MS]:
+                    raise ValueError(
+                        f"Link.send: arrival {int(arrivals[done])} ms before previous "
+                        f"{int(self.state[_LAST_ARRIVAL_MS])} ms"
+                    )
+                self.grow_ring()
+        return out
+
+    @property
+    def dropped_packets(self) -> int:
+        """Packets the drop-tail queue refused so far."""
+        return int(self.state[_DROPPED])
 
     @property
     def busy_until_ms(self) -> int:
         """The ms the last accepted packet leaves: the backlog's end (for observers and tests)."""
-        return self._tail_ms
+        return int(self.state[_TAIL_MS])

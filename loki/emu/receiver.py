@@ -3,7 +3,9 @@
 Behaviour follows libwebrtc's receive side where it shapes stalls and delays:
 
 * ``RemoteEstimatorProxy``: every feedback interval (100 ms default) report every transport
-  sequence number since the last report, received (with its arrival time) or not.
+  sequence number since the last report, received (with its arrival time) or not. The emulated
+  path is FIFO, so the receiver only tracks the highest sequence number it got; the session
+  reads the arrival times (or the loss) of the reported range from its send history.
 * NACK, playout timing and keyframe requests come from :mod:`loki.receive`, the policies the
   live receiver uses too (``NackRequester``, ``VCMTiming`` + ``JitterEstimator``,
   ``VideoReceiveStream2``).
@@ -17,172 +19,460 @@ Behaviour follows libwebrtc's receive side where it shapes stalls and delays:
 
 Frame metadata (packets per frame, keyframe flag, capture time) is read from the sender's
 tables; in a real receiver it comes from RTP headers and the payload descriptor.
+
+Speed: packets are delivered in batches by one compiled function (:func:`deliver_arrivals`)
+working on the session's tables and the policies' state arrays. A decoded frame's render time
+(``PlayoutTiming``) depends on nothing the sender or the NACK logic sees, so decodes are
+recorded and their render times computed in Python when :attr:`Receiver.render_ms` is read:
+the same calls in the same order, with CPython's ``pow`` (a compiled ``x ** 0.5`` becomes a
+square root, which differs from ``pow`` in the last bit now and then).
 """
 
 from __future__ import annotations
 
+import numpy as np
+from numba import njit
+
 from loki.receive import KeyframeRequester, NackRequester, PlayoutTiming
+from loki.receive.keyframe_request import (
+    LAST_KEYFRAME_PACKET_US,
+    WAITING_FRAMES,
+    keyframe_on_decoded,
+    keyframe_should_request,
+)
+from loki.receive.nack_requester import (
+    COUNT,
+    HIGHEST,
+    RTT_US,
+    nack_clear_up_to,
+    nack_on_packet,
+    nack_retries_due,
+)
+
+# Columns of the session's send history (one per transport sequence number).
+H_SEND_US = 0
+H_SIZE = 1
+H_PROBE = 2
+H_RTP = 3
+H_RTX = 4
+H_ARRIVAL_US = 5
+H_COLUMNS = 6
+# Columns of the session's RTP packet table (one per RTP sequence number).
+R_SIZE = 0
+R_FRAME = 1
+R_LAST_TX_US = 2
+R_FIRST_TX_US = 3
+R_RETRANSMITTED = 4
+R_COLUMNS = 5
+# Columns of the frame table (one per encoded frame): the sender's, then the receiver's.
+F_NPKTS = 0
+F_IS_KEY = 1
+F_CAPTURE_US = 2
+F_BYTES = 3
+F_FIRST_RTP = 4
+F_GOT = 5  # packets of the frame received (libwebrtc's frame buffer)
+F_NACKED = 6  # a packet of the frame came by retransmission
+F_COLUMNS = 7
+# Columns of a decode record: what PlayoutTiming.render_time_us is called with.
+D_CAPTURE_US = 0
+D_DECODED_US = 1
+D_RETRANSMITTED = 2
+D_RTT_US = 3
+D_COLUMNS = 4
+
+# Path state shared with the send side (see loki.emu.send_path): counts and delivery pointer.
+S_N_HIST = 0
+S_N_RTP = 1
+S_N_FRAMES = 2
+#: The next packet to deliver (transport seq), and its arrival (NO_ARRIVAL_US when none).
+S_RX_NEXT_SEQ = 3
+S_RX_NEXT_US = 4
+#: The highest RTP seq of a lost packet: until the receiver has seen past it, delivering an
+#: arrival may make it send a NACK.
+S_LOST_RTP_MAX = 5
+S_END_US = 6
+S_DELAY_MS = 7
+S_HAS_LOSS = 8
+S_NOW_US = 9
+S_OUT_T_US = 10
+S_FIELDS = 11
+#: ``S_RX_NEXT_US`` when every packet sent so far has been delivered or lost.
+NO_ARRIVAL_US = 1 << 62
+
+# Receiver scalars.
+FB_NEXT_SEQ = 0
+FB_HIGHEST_SEQ = 1
+LAST_DECODED = 2
+MAX_FRAME_SEEN = 3
+RR_EXPECTED_BASE = 4
+RR_RECEIVED = 5
+RX_RTT_US = 6
+BYTES_RENDERED = 7
+N_DECODES = 8
+N_NACKS = 9  # NACK records written by the last delivery
+NEEDED = 10  # room the missing-packet table needs (after DELIVER_NEEDS_NACK_ROOM)
+RX_FIELDS = 11
+
+#: :func:`deliver_arrivals` answers, besides the count of NACK records (>= 0) when done.
+DELIVER_NEEDS_NACK_ROOM = -1
+DELIVER_NEEDS_OUT_ROOM = -2
+
+
+@njit(cache=True)
+def deliver_arrivals(
+    path: np.ndarray,
+    rx: np.ndarray,
+    hist: np.ndarray,
+    rtp: np.ndarray,
+    frames: np.ndarray,
+    nack_state: np.ndarray,
+    missing: np.ndarray,
+    keyframe_state: np.ndarray,
+    decodes: np.ndarray,
+    nacks: np.ndarray,
+    until_us: int,
+) -> int:
+    """Deliver to the receiver every packet that arrives at or before ``until_us``.
+
+    Packets go in transport order from ``path[S_RX_NEXT_SEQ]``, lost ones skipped. Every NACK
+    a packet causes is written to ``nacks`` as (arrival us, first seq, end seq) and counted in
+    ``rx[N_NACKS]`` (reset here); the count is returned. Stops early, before the packet that
+    needs it, when the missing-packet table or ``nacks`` has no room: returns
+    :data:`DELIVER_NEEDS_NACK_ROOM` or :data:`DELIVER_NEEDS_OUT_ROOM`; make room and call again.
+    """
+    n_hist = path[S_N_HIST]
+    n_frames = path[S_N_FRAMES]
+    seq = path[S_RX_NEXT_SEQ]
+    rx[N_NACKS] = 0
+    next_us = NO_ARRIVAL_US
+    while seq < n_hist:
+        arrival_us = hist[H_ARRIVAL_US, seq]
+        if arrival_us > until_us:
+            next_us = arrival_us
+            break
+        if arrival_us >= 0:
+            rtp_seq = hist[H_RTP, seq]
+            if rtp_seq >= 0:
+                gap = rtp_seq - nack_state[HIGHEST] - 1
+                if gap > 0 and nack_state[COUNT] + gap > missing.shape[1]:
+                    rx[NEEDED] = nack_state[COUNT] + gap
+                    path[S_RX_NEXT_SEQ] = seq
+                    path[S_RX_NEXT_US] = arrival_us
+                    return DELIVER_NEEDS_NACK_ROOM
+                if gap > 0 and rx[N_NACKS] == nacks.shape[1]:
+                    path[S_RX_NEXT_SEQ] = seq
+                    path[S_RX_NEXT_US] = arrival_us
+                    return DELIVER_NEEDS_OUT_ROOM
+            _on_packet(
+                rx, hist, rtp, frames, n_frames, nack_state, missing, keyframe_state, decodes,
+                nacks, seq, arrival_us,
+            )  # fmt: skip
+        seq += 1
+    path[S_RX_NEXT_SEQ] = seq
+    path[S_RX_NEXT_US] = next_us
+    return rx[N_NACKS]
+
+
+@njit(cache=True)
+def _on_packet(
+    rx: np.ndarray,
+    hist: np.ndarray,
+    rtp: np.ndarray,
+    frames: np.ndarray,
+    n_frames: int,
+    nack_state: np.ndarray,
+    missing: np.ndarray,
+    keyframe_state: np.ndarray,
+    decodes: np.ndarray,
+    nacks: np.ndarray,
+    seq: int,
+    arrival_us: int,
+) -> None:
+    """Take one arriving packet (transport ``seq``)."""
+    if seq > rx[FB_HIGHEST_SEQ]:
+        rx[FB_HIGHEST_SEQ] = seq
+    rtp_seq = hist[H_RTP, seq]
+    if rtp_seq < 0:
+        return  # padding
+    highest = nack_state[HIGHEST]
+    if not nack_on_packet(nack_state, missing, rtp_seq, arrival_us):
+        return  # a duplicate, or a packet recovery had given up on
+    if rtp_seq > highest + 1:
+        k = rx[N_NACKS]
+        nacks[0, k] = arrival_us
+        nacks[1, k] = highest + 1
+        nacks[2, k] = rtp_seq
+        rx[N_NACKS] = k + 1
+    is_rtx = hist[H_RTX, seq] != 0
+    if not is_rtx:
+        rx[RR_RECEIVED] += 1
+    frame_id = rtp[R_FRAME, rtp_seq]
+    if frame_id <= rx[LAST_DECODED]:
+        return
+    if frames[F_IS_KEY, frame_id]:
+        keyframe_state[LAST_KEYFRAME_PACKET_US] = arrival_us
+    if is_rtx:
+        frames[F_NACKED, frame_id] = 1
+    keyframe_state[WAITING_FRAMES] = 1
+    got = frames[F_GOT, frame_id] + 1
+    frames[F_GOT, frame_id] = got
+    if frame_id > rx[MAX_FRAME_SEEN]:
+        rx[MAX_FRAME_SEEN] = frame_id
+    if got == frames[F_NPKTS, frame_id]:
+        _decode_ready(
+            rx, frames, n_frames, nack_state, missing, keyframe_state, decodes, arrival_us
+        )
+
+
+@njit(cache=True)
+def _decode_ready(
+    rx: np.ndarray,
+    frames: np.ndarray,
+    n_frames: int,
+    nack_state: np.ndarray,
+    missing: np.ndarray,
+    keyframe_state: np.ndarray,
+    decodes: np.ndarray,
+    now_us: int,
+) -> None:
+    """Decode every frame that has become decodable.
+
+    Frames newer than the last decoded one with packets received are libwebrtc's frame buffer;
+    older entries are never looked at again, so nothing is removed from the table.
+    """
+    while True:
+        nxt = rx[LAST_DECODED] + 1
+        if nxt < n_frames and frames[F_GOT, nxt] == frames[F_NPKTS, nxt]:
+            _decode(rx, frames, nack_state, missing, keyframe_state, decodes, nxt, now_us)
+            continue
+        # A complete keyframe further ahead makes everything before it obsolete.
+        key = -1
+        for f in range(nxt + 1, rx[MAX_FRAME_SEEN] + 1):
+            if frames[F_GOT, f] == frames[F_NPKTS, f] and frames[F_IS_KEY, f]:
+                key = f
+        if key < 0:
+            return
+        _decode(rx, frames, nack_state, missing, keyframe_state, decodes, key, now_us)
+
+
+@njit(cache=True)
+def _decode(
+    rx: np.ndarray,
+    frames: np.ndarray,
+    nack_state: np.ndarray,
+    missing: np.ndarray,
+    keyframe_state: np.ndarray,
+    decodes: np.ndarray,
+    frame_id: int,
+    now_us: int,
+) -> None:
+    is_key = frames[F_IS_KEY, frame_id] != 0
+    if is_key:
+        nack_clear_up_to(nack_state, missing, frames[F_FIRST_RTP, frame_id])
+    rx[LAST_DECODED] = frame_id
+    keyframe_on_decoded(keyframe_state, now_us, is_key, rx[MAX_FRAME_SEEN] > frame_id)
+    k = rx[N_DECODES]
+    decodes[D_CAPTURE_US, k] = frames[F_CAPTURE_US, frame_id]
+    decodes[D_DECODED_US, k] = now_us
+    decodes[D_RETRANSMITTED, k] = frames[F_NACKED, frame_id]
+    decodes[D_RTT_US, k] = rx[RX_RTT_US]
+    rx[N_DECODES] = k + 1
+    frames[F_NACKED, frame_id] = 0
+    rx[BYTES_RENDERED] += frames[F_BYTES, frame_id]
+
+
+@njit(cache=True)
+def _tick(
+    rx: np.ndarray,
+    nack_state: np.ndarray,
+    missing: np.ndarray,
+    keyframe_state: np.ndarray,
+    due: np.ndarray,
+    now_us: int,
+) -> tuple[int, bool]:
+    """The receiver's 20 ms timer: NACKs due again (written to ``due``; their count is
+    returned) and whether to send a PLI now."""
+    nack_state[RTT_US] = rx[RX_RTT_US]
+    n_due, gave_up = nack_retries_due(nack_state, missing, now_us, due, 0)
+    return n_due, keyframe_should_request(keyframe_state, now_us, gave_up)
 
 
 class Receiver:
-    """Receive-side state of one emulated video stream."""
+    """Receive-side state of one emulated video stream.
+
+    ``path``, ``hist``, ``rtp`` and ``frames`` are the session's tables (see the column
+    constants); :meth:`deliver` reads whichever arrays they are at the time of the call.
+    """
 
     __slots__ = (
-        "_fb_arrival_us",
-        "_fb_next_seq",
-        "_frame_bytes",
-        "_frame_capture_us",
-        "_frame_first_rtp",
-        "_frame_is_key",
-        "_frame_npkts",
-        "_frames_got",
+        "_args",
+        "_decodes",
+        "_due",
+        "_frame_delay_ms",
         "_keyframes",
-        "_last_decoded",
-        "_max_frame_seen",
         "_nack",
-        "_nacked_frames",
-        "_rr_expected_base",
-        "_rr_received",
+        "_nacks_out",
+        "_render_ms",
+        "_rendered",
+        "_tables",
         "_timing",
-        "frame_bytes_rendered",
-        "frame_delay_ms",
-        "render_ms",
-        "rtt_us",
+        "state",
     )
 
-    def __init__(
-        self,
-        frame_npkts: list[int],
-        frame_is_key: list[bool],
-        frame_capture_us: list[int],
-        frame_bytes: list[int],
-        frame_first_rtp: list[int],
-    ) -> None:
-        # Sender-side frame tables, shared (read-only here).
-        self._frame_npkts = frame_npkts
-        self._frame_is_key = frame_is_key
-        self._frame_capture_us = frame_capture_us
-        self._frame_bytes = frame_bytes
-        self._frame_first_rtp = frame_first_rtp
-        self._frames_got: dict[int, int] = {}
-        self._nacked_frames: set[int] = set()
-        self._last_decoded = -1
-        self._max_frame_seen = -1
+    def __init__(self, frame_capacity: int) -> None:
+        #: Receiver scalars (see the RX constants).
+        self.state = np.zeros(RX_FIELDS, dtype=np.int64)
+        self.state[FB_HIGHEST_SEQ] = -1
+        self.state[LAST_DECODED] = -1
+        self.state[MAX_FRAME_SEEN] = -1
         self._nack = NackRequester()
-        self._timing = PlayoutTiming()
         self._keyframes = KeyframeRequester()
-        self._fb_next_seq = 0
-        self._fb_arrival_us: dict[int, int] = {}
-        self._rr_expected_base = 0
-        self._rr_received = 0
-        self.rtt_us = self._nack.rtt_us
-        self.render_ms: list[float] = []
-        self.frame_delay_ms: list[float] = []
-        self.frame_bytes_rendered = 0
+        self._timing = PlayoutTiming()
+        self.state[RX_RTT_US] = self._nack.rtt_us
+        self._decodes = np.zeros((D_COLUMNS, frame_capacity), dtype=np.int64)
+        self._nacks_out = np.zeros((3, 64), dtype=np.int64)
+        self._due = np.zeros(64, dtype=np.int64)
+        self._rendered = 0
+        self._render_ms: list[float] = []
+        self._frame_delay_ms: list[float] = []
+        self._tables: tuple[np.ndarray, ...] = ()
+        self._args: tuple[np.ndarray, ...] | None = None
 
     # -- packets -------------------------------------------------------------------------
-    def on_packet(
-        self,
-        seq: int,
-        rtp_seq: int,
-        frame_id: int,
-        arrival_us: int,
-        nacks: list[int],
-        is_rtx: bool = False,
-    ) -> bool:
-        """Take one arriving packet; append newly missing RTP seqs to ``nacks``.
+    def attach(
+        self, path: np.ndarray, hist: np.ndarray, rtp: np.ndarray, frames: np.ndarray
+    ) -> None:
+        """The session's path state, send history, RTP and frame tables (see the column
+        constants), again whenever one of them is replaced."""
+        self._tables = (path, hist, rtp, frames)
+        self._args = None
 
-        Returns True when a frame was decoded.
-        """
-        self._fb_arrival_us[seq] = arrival_us
-        if rtp_seq < 0 or not self._nack.on_packet(rtp_seq, arrival_us, nacks):
-            return False  # padding, a duplicate, or a packet recovery had given up on
-        if not is_rtx:
-            self._rr_received += 1
-        if frame_id <= self._last_decoded:
-            return False
-        if self._frame_is_key[frame_id]:
-            self._keyframes.on_keyframe_packet(arrival_us)
-        if is_rtx:
-            self._nacked_frames.add(frame_id)
-        self._keyframes.on_frame_waiting()
-        got = self._frames_got.get(frame_id, 0) + 1
-        self._frames_got[frame_id] = got
-        if frame_id > self._max_frame_seen:
-            self._max_frame_seen = frame_id
-        if got == self._frame_npkts[frame_id]:
-            return self._decode_ready(arrival_us)
-        return False
-
-    def _decode_ready(self, now_us: int) -> bool:
-        decoded = False
-        npkts = self._frame_npkts
-        got = self._frames_got
+    def deliver(self, until_us: int) -> tuple[tuple[int, list[int]], ...]:
+        """Take every packet arriving at or before ``until_us``; the NACKs to send, in order,
+        as (arrival us, RTP seqs)."""
+        out: tuple[tuple[int, list[int]], ...] = ()
         while True:
-            nxt = self._last_decoded + 1
-            if nxt < len(npkts) and got.get(nxt, 0) == npkts[nxt]:
-                self._decode(nxt, now_us)
-                decoded = True
-                continue
-            # A complete keyframe further ahead makes everything before it obsolete.
-            key = -1
-            for f, n in got.items():
-                if f > nxt and n == npkts[f] and self._frame_is_key[f] and f > key:
-                    key = f
-            if key < 0:
-                return decoded
-            for f in [f for f in got if f < key]:
-                del got[f]
-            self._decode(key, now_us)
-            decoded = True
+            args = self._args
+            if args is None:
+                path, hist, rtp, frames = self._tables
+                args = self._args = (
+                    path,
+                    self.state,
+                    hist,
+                    rtp,
+                    frames,
+                    self._nack.state,
+                    self._nack.missing,
+                    self._keyframes.state,
+                    self._decodes,
+                    self._nacks_out,
+                )
+            status = deliver_arrivals(*args, until_us)
+            if status == 0:
+                return out
+            n = int(self.state[N_NACKS])
+            if n:
+                out += tuple(
+                    (arrival_us, list(range(first, end)))
+                    for arrival_us, first, end in self._nacks_out[:, :n].T.tolist()
+                )
+            if status > 0:
+                return out
+            if status == DELIVER_NEEDS_NACK_ROOM:
+                self._nack.reserve(int(self.state[NEEDED]))
+            else:
+                self._nacks_out = np.zeros((3, 2 * self._nacks_out.shape[1]), dtype=np.int64)
+            self._args = None
 
-    def _decode(self, frame_id: int, now_us: int) -> None:
-        self._frames_got.pop(frame_id, None)
-        is_key = self._frame_is_key[frame_id]
-        if is_key:
-            self._nack.clear_up_to(self._frame_first_rtp[frame_id])
-        self._last_decoded = frame_id
-        self._keyframes.on_decoded(now_us, is_key, self._max_frame_seen > frame_id)
-        capture = self._frame_capture_us[frame_id]
-        retransmitted = frame_id in self._nacked_frames
-        if retransmitted:
-            self._nacked_frames.discard(frame_id)
-        render = self._timing.render_time_us(capture, now_us, retransmitted, self.rtt_us)
-        self.render_ms.append(render / 1000.0)
-        self.frame_delay_ms.append((render - capture) / 1000.0)
-        self.frame_bytes_rendered += self._frame_bytes[frame_id]
+    def ensure_frames(self, frame_capacity: int) -> None:
+        """Room for a decode record per frame of a frame table this long."""
+        if self._decodes.shape[1] < frame_capacity:
+            grown = np.zeros((D_COLUMNS, frame_capacity), dtype=np.int64)
+            grown[:, : self._decodes.shape[1]] = self._decodes
+            self._decodes = grown
+            self._args = None
+
+    # -- outputs --------------------------------------------------------------------------
+    def _render_pending(self) -> None:
+        """Render times of the frames decoded since the last call (see the module docstring)."""
+        n = int(self.state[N_DECODES])
+        if self._rendered == n:
+            return
+        timing = self._timing
+        render_ms = self._render_ms
+        frame_delay_ms = self._frame_delay_ms
+        for capture, decoded, retransmitted, rtt in self._decodes[:, self._rendered : n].T.tolist():
+            render = timing.render_time_us(capture, decoded, retransmitted != 0, rtt)
+            render_ms.append(render / 1000.0)
+            frame_delay_ms.append((render - capture) / 1000.0)
+        self._rendered = n
+
+    @property
+    def render_ms(self) -> list[float]:
+        """Render time of every decoded frame, in order (receiver clock, ms)."""
+        self._render_pending()
+        return self._render_ms
+
+    @property
+    def frame_delay_ms(self) -> list[float]:
+        """Capture-to-render delay of every decoded frame, in order."""
+        self._render_pending()
+        return self._frame_delay_ms
+
+    @property
+    def frame_bytes_rendered(self) -> int:
+        return int(self.state[BYTES_RENDERED])
+
+    @property
+    def rtt_us(self) -> int:
+        """The RTT the receiver knows (the sender's last estimate): NACK and playout use it."""
+        return int(self.state[RX_RTT_US])
+
+    @rtt_us.setter
+    def rtt_us(self, value: int) -> None:
+        self.state[RX_RTT_US] = value
+
+    @property
+    def nack_state(self) -> np.ndarray:
+        """The NACK requester's state array (the send path reads its highest seq)."""
+        return self._nack.state
+
+    @property
+    def highest_rtp_seq(self) -> int:
+        """The highest RTP sequence number received so far (-1 before any)."""
+        return self._nack.highest_seq
 
     # -- periodic work ---------------------------------------------------------------------
-    def nack_retries(self, now_us: int) -> tuple[list[int], bool]:
-        """NACKs due again, and whether a keyframe is needed because recovery gave up."""
-        self._nack.rtt_us = self.rtt_us
-        return self._nack.retries_due(now_us)
+    def tick(self, now_us: int) -> tuple[list[int], bool]:
+        """The 20 ms timer: NACKs due again, and whether to send a PLI now (a keyframe is
+        needed: nothing decodable for long, or NACK gave up on a packet)."""
+        nack = self._nack
+        if self._due.shape[0] < len(nack):
+            self._due = np.zeros(2 * len(nack), dtype=np.int64)
+        n_due, pli = _tick(
+            self.state, nack.state, nack.missing, self._keyframes.state, self._due, now_us
+        )
+        return (self._due[:n_due].tolist() if n_due else []), bool(pli)
 
-    def wants_keyframe(self, now_us: int, nack_gave_up: bool) -> bool:
-        """Whether to send a PLI now (``loki.receive.keyframe_request``)."""
-        return self._keyframes.should_request(now_us, nack_gave_up)
-
-    def take_feedback(self) -> tuple[list[int], list[int]]:
-        """Transport-wide feedback: every seq since the last report, arrival us or -1.
+    def take_feedback(self) -> tuple[int, int]:
+        """Transport-wide feedback: the seqs ``[start, end)`` the next report covers.
 
         The report ends at the highest sequence number received so far; packets after it are
-        not yet known to be missing.
+        not yet known to be missing. Empty (``start == end``) when nothing arrived since the
+        last report.
         """
-        start = self._fb_next_seq
-        arrivals = self._fb_arrival_us
-        if not arrivals:
-            return [], []
-        end = max(arrivals)
-        seqs = list(range(start, end + 1))
-        arr = [arrivals.pop(s, -1) for s in seqs]
-        self._fb_next_seq = end + 1
-        return seqs, arr
+        st = self.state
+        start = int(st[FB_NEXT_SEQ])
+        end = max(start, int(st[FB_HIGHEST_SEQ]) + 1)
+        st[FB_NEXT_SEQ] = end
+        return start, end
 
     def take_receiver_report(self) -> tuple[int, int]:
         """RTCP RR figures since the last report: (packets lost, packets expected)."""
+        st = self.state
         highest = self._nack.highest_seq
-        expected = highest + 1 - self._rr_expected_base
-        received = self._rr_received
-        self._rr_expected_base = highest + 1
-        self._rr_received = 0
+        expected = highest + 1 - int(st[RR_EXPECTED_BASE])
+        received = int(st[RR_RECEIVED])
+        st[RR_EXPECTED_BASE] = highest + 1
+        st[RR_RECEIVED] = 0
         return max(0, expected - received), max(0, expected)

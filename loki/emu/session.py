@@ -2,9 +2,9 @@
 
 A discrete-event loop over a heap of timed events, with no per-millisecond ticking. Packets do
 not get events of their own on the receive side: the uplink tells at send time when a packet
-will arrive (FIFO link, constant delay), the arrival goes into a time-ordered pending list, and
-the receiver consumes pending arrivals up to the time of the next event before that event runs.
-Anything the receiver then emits (a NACK) is an event of its own, so order stays exact.
+will arrive (FIFO link, constant delay), the arrival is kept in the send history, and the
+receiver takes the arrivals up to the time of the next event before that event runs. Anything
+the receiver then emits (a NACK) is an event of its own, so order stays exact.
 
 Event kinds (all times in integer microseconds of the sender's clock):
 
@@ -17,6 +17,15 @@ Event kinds (all times in integer microseconds of the sender's clock):
 ``RR_TX``      the receiver sends an RTCP receiver report (loss figures), every second
 ``RR_RX``      the sender gets it: the controller's loss-based part sees it
 ``TICK``       the controller's 25 ms process interval and the receiver's 20 ms NACK timer
+
+Speed (GCC in the loop runs well over a thousand times faster than real time on one core): the
+work per packet is compiled and never goes through the heap. :func:`loki.emu.send_path.pace`
+runs the pace events that would be popped next anyway back to back, straight into the
+compiled link stages and the send history (numpy tables, see :mod:`loki.emu.receiver`);
+:meth:`Receiver.deliver` hands arrivals to the compiled receiver in batches. Only events that
+involve the encoder or the controller, and the periodic ones, go through the Python loop. A
+session whose uplink is not the standard loss/link/delay chain (a subclass may put Python stages
+in ``_uplink``) sends through :meth:`Path.send` packet by packet instead, with the same rules.
 """
 
 from __future__ import annotations
@@ -30,17 +39,73 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loki.api import Controller, TransportFeedback
+from loki.emu.link import Link
+from loki.emu.loss import Loss
 from loki.emu.pacer import Pacer
 from loki.emu.path import Path
-from loki.emu.receiver import Receiver
+from loki.emu.receiver import (
+    F_BYTES,
+    F_CAPTURE_US,
+    F_COLUMNS,
+    F_FIRST_RTP,
+    F_IS_KEY,
+    F_NPKTS,
+    H_ARRIVAL_US,
+    H_COLUMNS,
+    H_PROBE,
+    H_RTP,
+    H_RTX,
+    H_SEND_US,
+    H_SIZE,
+    NO_ARRIVAL_US,
+    R_COLUMNS,
+    R_FIRST_TX_US,
+    R_FRAME,
+    R_LAST_TX_US,
+    R_RETRANSMITTED,
+    R_SIZE,
+    S_DELAY_MS,
+    S_END_US,
+    S_FIELDS,
+    S_HAS_LOSS,
+    S_LOST_RTP_MAX,
+    S_N_FRAMES,
+    S_N_HIST,
+    S_N_RTP,
+    S_NOW_US,
+    S_OUT_T_US,
+    S_RX_NEXT_US,
+    Receiver,
+)
+from loki.emu.send_path import (
+    DELIVER_FIRST,
+    IDLE,
+    MAX_RTP_PAYLOAD_BYTES,
+    NEED_DRAWS,
+    NEED_HISTORY_ROOM,
+    NEED_LINK_ROOM,
+    PACKET_OVERHEAD_BYTES,
+    PUSH_PACE,
+    SCHEDULE,
+    SEND_AT,
+    pace,
+    packetise,
+)
 from loki.qoe import QoeReport, compute_qoe
+from loki.receive.nack_requester import HIGHEST
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
 FRAME, PACE, FB_TX, FB_RX, NACK_RX, PLI_RX, RR_TX, RR_RX, TICK = range(9)
 
-MAX_RTP_PAYLOAD_BYTES = 1200
-#: RTP header 12 + transport-wide seq extension 8 + SRTP tag 10 + UDP/IPv4 28.
-PACKET_OVERHEAD_BYTES = 58
+__all__ = [
+    "MAX_RTP_PAYLOAD_BYTES",
+    "PACKET_OVERHEAD_BYTES",
+    "LinkConfig",
+    "Session",
+    "SessionConfig",
+    "SessionResult",
+    "make_uplink",
+]
 TICK_US = 20_000
 RR_INTERVAL_US = 1_000_000
 #: libwebrtc keeps packets for retransmission for at least this long (RtpPacketHistory).
@@ -49,6 +114,11 @@ RTX_HISTORY_US = 1_000_000
 #: ``RateLimiter`` that ``RtpTransportControllerSend`` sets to the target).
 RTX_RATE_WINDOW_US = 1_000_000
 _FEEDBACK_KINDS = frozenset({FB_RX, NACK_RX, PLI_RX, RR_RX})
+#: Events that read the receiver's state (FB_RX sets the RTT it renders frames with): arrivals
+#: up to their time are delivered before them. Before the others only while a NACK may result.
+_RECEIVER_KINDS = frozenset({TICK, FB_TX, FB_RX, RR_TX})
+#: Rows the send history, RTP and frame tables start with (they double when full).
+_INITIAL_ROWS = 4096
 
 
 @dataclass
@@ -138,6 +208,9 @@ class Session:
         cfg = self.config
         self._rng = np.random.default_rng(cfg.seed)
         self._uplink = make_uplink(link, seed=int(self._rng.integers(2**31)))
+        self._std_uplink = self._uplink
+        self._loss = self._uplink.stage(Loss)
+        self._link = self._uplink.stage(Link)
         self._fb_loss_rng = np.random.default_rng(int(self._rng.integers(2**31)))
         self._delay_us = link.delay_ms * 1000
         self._end_us = round(cfg.duration_s * 1e6)
@@ -156,41 +229,33 @@ class Session:
         self.encoder.set_target(self._encoder_target(target), 0)
         self.pacer = Pacer(0)
         self.pacer.set_target(target)
-        # Send history, indexed by transport sequence number.
-        self.send_us: list[int] = []
-        self.size_bytes: list[int] = []
-        self.probe_id: list[int] = []
-        self.pkt_rtp: list[int] = []
-        self.pkt_rtx: list[bool] = []
-        self.arrival_us: list[int] = []  # -1 lost
-        # RTP packet tables, indexed by RTP sequence number.
-        self._rtp_size: list[int] = []
-        self._rtp_frame: list[int] = []
-        self._rtp_last_tx_us: list[int] = []
-        self._rtp_first_tx_us: list[int] = []
-        self._rtp_retransmitted: list[bool] = []
-        # Frame tables, indexed by frame id.
-        self.frame_npkts: list[int] = []
-        self.frame_is_key: list[bool] = []
-        self.frame_capture_us: list[int] = []
-        self.frame_bytes: list[int] = []
-        self.frame_first_rtp: list[int] = []
-        self.receiver = Receiver(
-            self.frame_npkts,
-            self.frame_is_key,
-            self.frame_capture_us,
-            self.frame_bytes,
-            self.frame_first_rtp,
-        )
+        # The send history (a row per transport sequence number), the RTP packet table and the
+        # frame table, as numpy columns (see loki.emu.receiver); their used lengths, the
+        # receiver's delivery pointer and a few constants of the path are in _path.
+        self._hist = np.zeros((H_COLUMNS, _INITIAL_ROWS), dtype=np.int64)
+        self._rtp = np.zeros((R_COLUMNS, _INITIAL_ROWS), dtype=np.int64)
+        self._frames = np.zeros((F_COLUMNS, _INITIAL_ROWS), dtype=np.int64)
+        self._path = path = np.zeros(S_FIELDS, dtype=np.int64)
+        path[S_RX_NEXT_US] = NO_ARRIVAL_US
+        path[S_LOST_RTP_MAX] = -1
+        path[S_END_US] = self._end_us
+        path[S_DELAY_MS] = link.delay_ms
+        path[S_HAS_LOSS] = self._loss is not None
+        self._no_loss_state = np.zeros(2, dtype=np.int64)
+        self._no_loss_flags = np.zeros(0, dtype=np.bool_)
+        self.receiver = Receiver(_INITIAL_ROWS)
+        self._pace_args: tuple[np.ndarray, ...] | None = None
+        self._pace_args_generation = -1
+        self._tables_changed()
         self.frames_dropped = 0
         self._rtx_sent: deque[tuple[int, int]] = deque()  # (us, bytes) in the rate window
         self._rtx_window_bytes = 0
         self._blackouts_us = [(a * 1000, b * 1000) for a, b in link.feedback_blackouts_ms]
         self.feedback_blacked_out = 0
-        self._pending: deque[tuple[int, int]] = deque()  # (arrival_us, seq)
         self._events: list[tuple[int, int, int, object]] = []
         self._order = 0
-        self._pace_at: float | None = None
+        # The pending pace time (libwebrtc's next process time), NaN when none.
+        self._pace_at = np.full(1, np.nan)
         self._rtt_us = 0
         self.decisions: list[tuple[float, int]] = []
         self._last_report: TransportFeedback | None = None
@@ -200,6 +265,55 @@ class Session:
         self._push(RR_INTERVAL_US, RR_TX, None)
         self._push(TICK_US, TICK, None)
         self._take_probes(0)
+
+    # -- the tables, as the sequences callers read ----------------------------------------
+    @property
+    def send_us(self) -> np.ndarray:
+        """Send time of every packet, by transport sequence number."""
+        return self._hist[H_SEND_US, : self._path[S_N_HIST]]
+
+    @property
+    def size_bytes(self) -> np.ndarray:
+        return self._hist[H_SIZE, : self._path[S_N_HIST]]
+
+    @property
+    def probe_id(self) -> np.ndarray:
+        return self._hist[H_PROBE, : self._path[S_N_HIST]]
+
+    @property
+    def pkt_rtp(self) -> np.ndarray:
+        """RTP sequence number of every packet (-1: padding)."""
+        return self._hist[H_RTP, : self._path[S_N_HIST]]
+
+    @property
+    def pkt_rtx(self) -> np.ndarray:
+        """Whether each packet is a retransmission (a copy)."""
+        return self._hist[H_RTX, : self._path[S_N_HIST]].astype(bool)
+
+    @property
+    def arrival_us(self) -> np.ndarray:
+        """Arrival time of every packet at the receiver, -1 if lost (known at send time)."""
+        return self._hist[H_ARRIVAL_US, : self._path[S_N_HIST]]
+
+    @property
+    def frame_npkts(self) -> np.ndarray:
+        return self._frames[F_NPKTS, : self._path[S_N_FRAMES]]
+
+    @property
+    def frame_is_key(self) -> np.ndarray:
+        return self._frames[F_IS_KEY, : self._path[S_N_FRAMES]].astype(bool)
+
+    @property
+    def frame_capture_us(self) -> np.ndarray:
+        return self._frames[F_CAPTURE_US, : self._path[S_N_FRAMES]]
+
+    @property
+    def frame_bytes(self) -> np.ndarray:
+        return self._frames[F_BYTES, : self._path[S_N_FRAMES]]
+
+    @property
+    def frame_first_rtp(self) -> np.ndarray:
+        return self._frames[F_FIRST_RTP, : self._path[S_N_FRAMES]]
 
     # -- plumbing ----------------------------------------------------------------------------
     def _push(self, at_us: float, kind: int, arg: object) -> None:
@@ -227,32 +341,177 @@ class Session:
                 self.pacer.add_probe_cluster(c)
             self._schedule_pace(now_us)
 
-    def _schedule_pace(self, now_us: int) -> None:
-        t = self.pacer.next_send_us(now_us)
-        if t is None:
-            return
-        if self._pace_at is None or t < self._pace_at:
-            self._pace_at = t
-            self._push(math.ceil(t), PACE, None)
+    def _tables_changed(self) -> None:
+        """A table or stage array was replaced (grown): rebuild the compiled calls' arguments."""
+        self._pace_args = None
+        self.receiver.attach(self._path, self._hist, self._rtp, self._frames)
+
+    @staticmethod
+    def _grown(table: np.ndarray, rows: int) -> np.ndarray:
+        """``table`` with room for at least ``rows`` rows (doubling)."""
+        cap = table.shape[1]
+        if rows <= cap:
+            return table
+        while cap < rows:
+            cap *= 2
+        grown = np.zeros((table.shape[0], cap), dtype=table.dtype)
+        grown[:, : table.shape[1]] = table
+        return grown
 
     # -- the data path -----------------------------------------------------------------------
-    def _send(self, pkt: tuple[int, int, int, int], now_us: int) -> None:
-        size, rtp_seq, _frame, probe = pkt
-        seq = len(self.send_us)
-        self.send_us.append(now_us)
-        self.size_bytes.append(size)
-        self.probe_id.append(probe)
-        self.pkt_rtp.append(rtp_seq)
-        self.pkt_rtx.append(rtp_seq >= 0 and self._rtp_last_tx_us[rtp_seq] >= 0)
-        arrival_ms = self._uplink.send(now_us // 1000, size)
-        if arrival_ms < 0:
-            self.arrival_us.append(-1)
-        else:
-            arr = arrival_ms * 1000
-            self.arrival_us.append(arr)
-            self._pending.append((arr, seq))
-        if rtp_seq >= 0:
-            self._rtp_last_tx_us[rtp_seq] = now_us
+    def _schedule_pace(self, now_us: int, run_now: bool = False) -> None:
+        """Put the pacer's next send time on the event list, unless one earlier is there.
+
+        With ``run_now`` (only where the caller's handler has nothing left to do), a pace event
+        that would be the very next event the loop pops runs here instead, and so on while
+        that holds: the packets go out exactly as if the event had gone through the heap.
+
+        Arrivals up to a pace event are delivered before it only while the receiver could
+        answer one with a NACK (a lost packet it has not yet seen past): otherwise delivering
+        them changes nothing the sender sees until the next event off the heap, and
+        :meth:`step` delivers them before that one.
+        """
+        if not run_now:
+            t = self.pacer.next_send_us(now_us)
+            pace_at = self._pace_at[0]
+            if t is None or (pace_at == pace_at and t >= pace_at):
+                return
+            self._pace_at[0] = t
+            self._push(math.ceil(t), PACE, None)
+            return
+        self._run_pace(SCHEDULE, now_us)
+
+    def _run_pace(self, mode: int, now_us: int) -> None:
+        """Pace events through the compiled send path (``mode``: SCHEDULE from ``now_us``, or
+        SEND_AT: the pace event at ``now_us``), doing what it hands back to the loop."""
+        if self._uplink is not self._std_uplink:
+            if mode == SEND_AT:
+                self._send_due_generic(now_us)
+            self._schedule_pace_generic(now_us)
+            return
+        path = self._path
+        events = self._events
+        path[S_NOW_US] = self.now_us
+        while True:
+            status = self._pace(mode, now_us)
+            if status == IDLE:
+                break
+            at_us = int(path[S_OUT_T_US])
+            if status == PUSH_PACE:
+                self._push(at_us, PACE, None)
+                break
+            mode, now_us = SEND_AT, at_us
+            if status == DELIVER_FIRST:
+                # The event's place among same-time events is taken now, before the arrivals
+                # are delivered (they may add NACK events after it).
+                self._order += 1
+                order = self._order
+                self._consume_arrivals(at_us)
+                if events and events[0][0] < at_us:
+                    heapq.heappush(events, (at_us, order, PACE, None))
+                    break
+            else:
+                self._make_room(status)
+        self.now_us = int(path[S_NOW_US])
+
+    def _pace(self, mode: int, now_us: int) -> int:
+        """:func:`loki.emu.send_path.pace` on this session's state."""
+        pacer = self.pacer
+        args = self._pace_args
+        if args is None or self._pace_args_generation != pacer.generation:
+            loss = self._loss
+            args = self._pace_args = (
+                self._path,
+                self._pace_at,
+                pacer.ints,
+                pacer.floats,
+                pacer.media,
+                pacer.rtx,
+                pacer.probes,
+                self._no_loss_state if loss is None else loss.state,
+                self._no_loss_flags if loss is None else loss.lost_flags,
+                *self._link.arrays(),
+                self._hist,
+                self._rtp,
+                self.receiver.nack_state,
+            )
+            self._pace_args_generation = pacer.generation
+        events = self._events
+        return pace(mode, now_us, events[0][0] if events else NO_ARRIVAL_US, *args)
+
+    def _make_room(self, status: int) -> None:
+        if status == NEED_HISTORY_ROOM:
+            self._hist = self._grown(self._hist, 2 * self._hist.shape[1])
+        elif status == NEED_LINK_ROOM:
+            self._link.grow_ring()
+        elif status == NEED_DRAWS:
+            self._loss.refill()
+        self._tables_changed()
+
+    def _schedule_pace_generic(self, now_us: int) -> None:
+        """:meth:`_schedule_pace` with ``run_now`` through a Python uplink (see the module
+        docstring): the same rules as :func:`loki.emu.send_path.pace`."""
+        pacer = self.pacer
+        t = pacer.next_send_us(now_us)
+        pace_at = self._pace_at[0]
+        if t is None or (pace_at == pace_at and t >= pace_at):
+            return
+        self._pace_at[0] = t
+        at_us = math.ceil(t)
+        events = self._events
+        path = self._path
+        while at_us <= self._end_us and not (events and events[0][0] <= at_us):
+            self._order += 1
+            order = self._order
+            if path[S_RX_NEXT_US] <= at_us and path[S_LOST_RTP_MAX] > self.receiver.highest_rtp_seq:
+                self._consume_arrivals(at_us)
+                if events and events[0][0] < at_us:
+                    heapq.heappush(events, (at_us, order, PACE, None))
+                    return
+            self.now_us = at_us
+            self._pace_at[0] = np.nan
+            self._send_due_generic(at_us)
+            t = pacer.next_send_us(at_us)
+            if t is None:
+                return
+            self._pace_at[0] = t
+            at_us = math.ceil(t)
+        self._push(at_us, PACE, None)
+
+    def _send_due_generic(self, now_us: int) -> None:
+        """:func:`loki.emu.send_path._send_due` through ``self._uplink.send``."""
+        pop_due = self.pacer.pop_due
+        path = self._path
+        rtp = self._rtp
+        while True:
+            pkt = pop_due(now_us)
+            if pkt is None:
+                return
+            size, rtp_seq, _frame, probe = pkt
+            n = int(path[S_N_HIST])
+            if n == self._hist.shape[1]:
+                self._hist = self._grown(self._hist, 2 * n)
+                self._tables_changed()
+            hist = self._hist
+            hist[H_SEND_US, n] = now_us
+            hist[H_SIZE, n] = size
+            hist[H_PROBE, n] = probe
+            hist[H_RTP, n] = rtp_seq
+            if rtp_seq >= 0:
+                hist[H_RTX, n] = rtp[R_LAST_TX_US, rtp_seq] >= 0
+                rtp[R_LAST_TX_US, rtp_seq] = now_us
+            else:
+                hist[H_RTX, n] = 0
+            arrival_ms = self._uplink.send(now_us // 1000, size)
+            if arrival_ms < 0:
+                hist[H_ARRIVAL_US, n] = -1
+                if rtp_seq > path[S_LOST_RTP_MAX]:
+                    path[S_LOST_RTP_MAX] = rtp_seq
+            else:
+                hist[H_ARRIVAL_US, n] = arrival_ms * 1000
+                if path[S_RX_NEXT_US] == NO_ARRIVAL_US:
+                    path[S_RX_NEXT_US] = arrival_ms * 1000
+            path[S_N_HIST] = n + 1
 
     def _on_frame(self, now_us: int) -> None:
         self._push(now_us + 1e6 / self.config.fps, FRAME, None)
@@ -260,55 +519,54 @@ class Session:
         if size <= 0:
             self.frames_dropped += 1
             return  # the encoder dropped this frame
-        fid = len(self.frame_npkts)
         n = max(1, -(-size // MAX_RTP_PAYLOAD_BYTES))
-        self.frame_npkts.append(n)
-        self.frame_is_key.append(bool(is_key))
-        self.frame_capture_us.append(now_us)
-        self.frame_bytes.append(size)
-        self.frame_first_rtp.append(len(self._rtp_size))
-        base, extra = divmod(size, n)
-        for i in range(n):
-            payload = base + (1 if i < extra else 0)
-            rtp = len(self._rtp_size)
-            ip = payload + PACKET_OVERHEAD_BYTES
-            self._rtp_size.append(ip)
-            self._rtp_frame.append(fid)
-            self._rtp_last_tx_us.append(-1)
-            self._rtp_first_tx_us.append(now_us)
-            self._rtp_retransmitted.append(False)
-            self.pacer.enqueue((ip, rtp, fid, -1), now_us)
-        self._schedule_pace(now_us)
+        path = self._path
+        n_frames = int(path[S_N_FRAMES])
+        if n_frames == self._frames.shape[1]:
+            self._frames = self._grown(self._frames, 2 * n_frames)
+            self.receiver.ensure_frames(self._frames.shape[1])
+            self._tables_changed()
+        if path[S_N_RTP] + n > self._rtp.shape[1]:
+            self._rtp = self._grown(self._rtp, int(path[S_N_RTP]) + n)
+            self._tables_changed()
+        pacer = self.pacer
+        pacer.reserve_media(n)
+        packetise(
+            path,
+            self._frames,
+            self._rtp,
+            pacer.ints,
+            pacer.floats,
+            pacer.media,
+            size,
+            bool(is_key),
+            now_us,
+        )
+        self._schedule_pace(now_us, run_now=True)
 
     def _on_pace(self, now_us: int) -> None:
-        self._pace_at = None
-        pacer = self.pacer
-        while True:
-            pkt = pacer.pop_due(now_us)
-            if pkt is None:
-                break
-            self._send(pkt, now_us)
-        self._schedule_pace(now_us)
+        self._pace_at[0] = np.nan
+        self._run_pace(SEND_AT, now_us)
 
     def _on_nack(self, rtp_seqs: list[int], now_us: int) -> None:
         rtt = self._rtt_us
+        rtp = self._rtp
         queued = False
         for s in rtp_seqs:
-            last = self._rtp_last_tx_us[s]
-            if last < 0 or now_us - self._rtp_first_tx_us[s] > max(RTX_HISTORY_US, 3 * rtt):
+            last = int(rtp[R_LAST_TX_US, s])
+            if last < 0 or now_us - rtp[R_FIRST_TX_US, s] > max(RTX_HISTORY_US, 3 * rtt):
                 continue  # not sent yet, or gone from the history
-            if self._rtp_retransmitted[s] and now_us - last < rtt:
+            if rtp[R_RETRANSMITTED, s] and now_us - last < rtt:
                 continue  # already retransmitted less than an RTT ago (RtpPacketHistory)
-            if not self._rtx_allowed(self._rtp_size[s], now_us):
+            size = int(rtp[R_SIZE, s])
+            if not self._rtx_allowed(size, now_us):
                 continue
-            self._rtp_retransmitted[s] = True
-            self._rtp_last_tx_us[s] = now_us
-            self.pacer.enqueue_retransmission(
-                (self._rtp_size[s], s, self._rtp_frame[s], -1), now_us
-            )
+            rtp[R_RETRANSMITTED, s] = 1
+            rtp[R_LAST_TX_US, s] = now_us
+            self.pacer.enqueue_retransmission((size, s, int(rtp[R_FRAME, s]), -1), now_us)
             queued = True
         if queued:
-            self._schedule_pace(now_us)
+            self._schedule_pace(now_us, run_now=True)
 
     def _rtx_allowed(self, size_bytes: int, now_us: int) -> bool:
         """Retransmissions share at most the target rate over a 1 s window."""
@@ -323,37 +581,29 @@ class Session:
         return True
 
     def _consume_arrivals(self, until_us: int) -> None:
-        pending = self._pending
-        rx = self.receiver
-        nacks: list[int] = []
-        pkt_rtp = self.pkt_rtp
-        pkt_rtx = self.pkt_rtx
-        rtp_frame = self._rtp_frame
-        while pending and pending[0][0] <= until_us:
-            arr, seq = pending.popleft()
-            r = pkt_rtp[seq]
-            rx.on_packet(seq, r, rtp_frame[r] if r >= 0 else -1, arr, nacks, pkt_rtx[seq])
-            if nacks:
-                self._push(arr + self._delay_us, NACK_RX, nacks)
-                nacks = []
+        """Deliver to the receiver every packet that arrives at or before ``until_us``."""
+        for arrival_us, seqs in self.receiver.deliver(until_us):
+            self._push(arrival_us + self._delay_us, NACK_RX, seqs)
 
-    def _on_feedback_rx(self, payload: tuple[int, list[int], list[int]], now_us: int) -> None:
-        tx_us, seqs, arrivals = payload
-        if not seqs:
-            return
-        send = self.send_us
-        report = TransportFeedback.from_lists(
-            now_us,
-            seqs,
-            [send[s] for s in seqs],
-            arrivals,
-            [self.size_bytes[s] for s in seqs],
-            [self.probe_id[s] for s in seqs],
+    def _on_feedback_rx(self, payload: tuple[int, int, int], now_us: int) -> None:
+        tx_us, start, end = payload
+        # The report covers transport seqs [start, end): every one of them has arrived or is
+        # lost (the path is FIFO), so the send history holds their arrival times already.
+        hist = self._hist
+        report = TransportFeedback(
+            feedback_time_us=now_us,
+            seq=np.arange(start, end, dtype=np.int64),
+            send_time_us=hist[H_SEND_US, start:end].copy(),
+            arrival_time_us=hist[H_ARRIVAL_US, start:end].copy(),
+            size_bytes=hist[H_SIZE, start:end].copy(),
+            probe_cluster_id=hist[H_PROBE, start:end].copy(),
         )
         # RTT from the newest received packet in the report, less the receiver's hold time.
-        for i in range(len(seqs) - 1, -1, -1):
-            if arrivals[i] >= 0:
-                rtt = now_us - send[seqs[i]] - (tx_us - arrivals[i])
+        arrivals = report.arrival_time_us
+        for i in range(end - start - 1, -1, -1):
+            arrival = int(arrivals[i])
+            if arrival >= 0:
+                rtt = now_us - int(report.send_time_us[i]) - (tx_us - arrival)
                 self._rtt_us = rtt
                 self.receiver.rtt_us = max(rtt, 1000)
                 self.controller.on_rtt(rtt, now_us)
@@ -377,12 +627,22 @@ class Session:
             self._on_pace(now_us)
         elif kind == FRAME:
             self._on_frame(now_us)
+        elif kind == TICK:
+            due, pli = self.receiver.tick(now_us)
+            if due:
+                self._push(now_us + self._delay_us, NACK_RX, due)
+            if pli:
+                self._push(now_us + self._delay_us, PLI_RX, None)
+            self.controller.on_process_interval(now_us)
+            self._set_target(self.controller.target_bps, now_us)
+            self._take_probes(now_us)
+            self._push(now_us + TICK_US, TICK, None)
         elif kind == FB_TX:
-            seqs, arrivals = self.receiver.take_feedback()
-            if seqs and not (
+            start, end = self.receiver.take_feedback()
+            if end > start and not (
                 self.link.feedback_loss and self._fb_loss_rng.random() < self.link.feedback_loss
             ):
-                self._push(now_us + self._delay_us, FB_RX, (now_us, seqs, arrivals))
+                self._push(now_us + self._delay_us, FB_RX, (now_us, start, end))
             self._push(now_us + self.config.feedback_interval_ms * 1000, FB_TX, None)
         elif kind == FB_RX:
             self._on_feedback_rx(arg, now_us)  # type: ignore[arg-type]
@@ -391,16 +651,6 @@ class Session:
             self._on_nack(arg, now_us)  # type: ignore[arg-type]
         elif kind == PLI_RX:
             self.encoder.request_keyframe()
-        elif kind == TICK:
-            due, gave_up = self.receiver.nack_retries(now_us)
-            if due:
-                self._push(now_us + self._delay_us, NACK_RX, due)
-            if self.receiver.wants_keyframe(now_us, gave_up):
-                self._push(now_us + self._delay_us, PLI_RX, None)
-            self.controller.on_process_interval(now_us)
-            self._set_target(self.controller.target_bps, now_us)
-            self._take_probes(now_us)
-            self._push(now_us + TICK_US, TICK, None)
         elif kind == RR_TX:
             lost, expected = self.receiver.take_receiver_report()
             self._push(now_us + self._delay_us, RR_RX, (lost, expected))
@@ -415,11 +665,15 @@ class Session:
         """Advance to just after the next controller decision; False once the session is over."""
         events = self._events
         end = self._end_us
+        path = self._path
+        nack_state = self.receiver.nack_state
         while events:
-            t = events[0][0]
+            t, _, kind, _ = events[0]
             if t > end:
                 return False
-            if self._pending and self._pending[0][0] <= t:
+            if path[S_RX_NEXT_US] <= t and (
+                kind in _RECEIVER_KINDS or path[S_LOST_RTP_MAX] > nack_state[HIGHEST]
+            ):
                 self._consume_arrivals(t)
                 if events[0][0] < t:
                     continue

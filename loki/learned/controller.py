@@ -29,7 +29,7 @@ import numpy as np
 
 from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
-from loki.features import OBS_SIZE, FeatureBuilder
+from loki.features import OBS_SIZE, FeatureBuilder, gcc_sensors
 from loki.learned.guard import InputGuard
 from loki.learned.policies import ACTION_HIGH, ACTION_LOW
 
@@ -107,7 +107,7 @@ class LearnedController(Controller):
         self.gcc.on_feedback(report)
         if len(report) == 0:
             return self.target_bps
-        self.features.row(report, self.target_bps)
+        self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
         self._reports += 1
         if (self._reports - 1) % self.every_reports:
             return self.target_bps

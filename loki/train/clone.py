@@ -69,7 +69,7 @@ class CloneArgs(TrainArgs):
     steps: int = 240_000  # labelled decisions over all iterations
     iterations: int = 4
     episode_s: float = 30.0
-    epochs: int = 5
+    epochs: int = 20
     lr: float = 1e-3
     batch: int = 512
     val_share: float = 0.1  # of traces, for the closed-loop check

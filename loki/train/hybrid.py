@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loki.features import OBS_SIZE
 from loki.learned.controller import HYBRID_EVERY_REPORTS, HybridController
 from loki.train.common import (
     Stopwatch,
@@ -27,7 +28,6 @@ from loki.train.common import (
     write_card,
     write_model,
 )
-from loki.train.env import Reward
 from loki.train.ppo import (
     PpoArgs,
     closed_loop,
@@ -93,8 +93,9 @@ def train(args: HybridArgs) -> Path:
                 "GCC decides on every feedback report; every "
                 f"{HYBRID_EVERY_REPORTS} reports ({HYBRID_EVERY_REPORTS * 100} ms) the actor "
                 "(2 x 64 tanh + linear head) picks a in [-1, 1] and the target is GCC's estimate x "
-                "2^a (0.5x to 2x) until the next pick. Observation: the clone's 100 inputs plus "
-                "GCC's estimate and the current exponent. Deterministic at run time, numpy."
+                "2^a (0.5x to 2x) until the next pick. Observation: the clone's "
+                f"{OBS_SIZE} inputs plus GCC's estimate and the current exponent. "
+                "Deterministic at run time, numpy."
             ),
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
@@ -103,7 +104,7 @@ def train(args: HybridArgs) -> Path:
                 f"{model.num_timesteps} decisions, {max(1, args.workers)} environment(s) x "
                 f"{args.n_steps} per update, {args.epochs} epochs, batch {args.batch}, "
                 f"lr {args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
-                f"log-std init {args.log_std_init}. Reward weights {Reward()}. Seed {args.seed}."
+                f"log-std init {args.log_std_init}. Reward weights {args.reward}. Seed {args.seed}."
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),

@@ -31,6 +31,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
+from loki.features import HISTORY, N_FEATURES
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
 from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
 from loki.nn import load_model
@@ -41,7 +42,6 @@ from loki.train.common import (
     write_card,
     write_model,
 )
-from loki.train.env import Reward
 from loki.train.ppo import (
     PpoArgs,
     clone_path,
@@ -159,7 +159,8 @@ def train(args: LokiArgs) -> Path:
         {
             "Command": f"`{args.command}`",
             "Model": (
-                "Observation: the clone's (10 reports x 10 features, its normaliser). Frozen clone "
+                f"Observation: the clone's ({HISTORY} reports x {N_FEATURES} features, its "
+                "normaliser). Frozen clone "
                 "trunk (2 x 64 tanh) -> f_c; learner trunk (2 x 64 tanh) -> f_r; gates "
                 "w_c = sigmoid(W_c [f_c, f_r] + b_c), w_r = sigmoid(W_r [f_c, f_r] + b_r), "
                 f"initialised W = 0, b_c = {CLONE_GATE_BIAS}, b_r = {LEARNER_GATE_BIAS}; fused = "
@@ -178,7 +179,7 @@ def train(args: LokiArgs) -> Path:
                 f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, target KL "
                 f"{args.target_kl}, gamma {args.gamma}, GAE "
                 f"{args.gae_lambda}, clip {args.clip}, log-std init {args.log_std_init}. Reward "
-                f"weights {Reward()}. Seed {args.seed}."
+                f"weights {args.reward}. Seed {args.seed}."
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),

@@ -9,7 +9,7 @@ links of the training families, and the export of the actor to ``model.npz``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,8 @@ class PpoArgs(TrainArgs):
     log_std_init: float = -1.0
     val_share: float = 0.1
     val_episodes: int = 32
+    #: The reward's weights (loki/train/env.py); the same defaults train rl, loki and hybrid.
+    reward: Reward = field(default_factory=Reward)
 
 
 def clone_path(args: PpoArgs) -> Path:
@@ -97,9 +99,9 @@ def split_traces(args: PpoArgs, rng: np.random.Generator) -> tuple[list[str], li
     return [paths[i] for i in order[n_val:]], [paths[i] for i in order[:n_val]]
 
 
-def _env(paths, factory, episode_s, seed):
+def _env(paths, factory, episode_s, seed, reward):
     return ControllerEnv(
-        paths, factory, episode_s=episode_s, ranges=LinkRanges(), reward=Reward(), seed=seed
+        paths, factory, episode_s=episode_s, ranges=LinkRanges(), reward=reward, seed=seed
     )
 
 
@@ -108,7 +110,7 @@ def make_envs(args: PpoArgs, paths: list[str], controller_cls):
     factory = functools.partial(controller_cls, ControllerConfig())
     n_envs = max(1, args.workers)
     fns = [
-        functools.partial(_env, paths, factory, args.episode_s, args.seed * 1000 + i)
+        functools.partial(_env, paths, factory, args.episode_s, args.seed * 1000 + i, args.reward)
         for i in range(n_envs)
     ]
     return make_vec_env(fns, args.workers, args.ray_address)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loki.features import HISTORY, N_FEATURES
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
 from loki.train.common import (
     Stopwatch,
@@ -30,7 +31,6 @@ from loki.train.common import (
     write_card,
     write_model,
 )
-from loki.train.env import Reward
 from loki.train.ppo import (
     PpoArgs,
     closed_loop,
@@ -101,7 +101,8 @@ def train(args: RlArgs) -> Path:
         {
             "Command": f"`{args.command}`",
             "Model": (
-                f"Observation: the clone's (10 reports x 10 features, its normaliser). Actor "
+                f"Observation: the clone's ({HISTORY} reports x {N_FEATURES} features, its "
+                "normaliser). Actor "
                 f"2 x 64 tanh + linear head, random initialisation; action a in [-1, 1], next "
                 f"rate = previous x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms). "
                 "Critic 2 x 64 tanh (training only). Deterministic (mean) action at run time, "
@@ -114,7 +115,7 @@ def train(args: RlArgs) -> Path:
                 f"{model.num_timesteps} steps, {max(1, args.workers)} environment(s) x "
                 f"{args.n_steps} steps per update, {args.epochs} epochs, batch {args.batch}, lr "
                 f"{args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
-                f"log-std init {args.log_std_init}. Reward weights {Reward()}. Seed {args.seed}."
+                f"log-std init {args.log_std_init}. Reward weights {args.reward}. Seed {args.seed}."
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),
