@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from gcc.bitrate_estimator import BitrateEstimator
 
 
@@ -35,6 +37,10 @@ class AcknowledgedBitrateEstimator:
         size_bytes: Sequence[int],
     ) -> None:
         """Add one report's received packets, sorted by arrival (see the interface module)."""
+        if isinstance(arrival_time_us, np.ndarray):
+            send_time_us = np.asarray(send_time_us).tolist()
+            arrival_time_us = arrival_time_us.tolist()
+            size_bytes = np.asarray(size_bytes).tolist()
         update = self._bitrate_estimator.update
         in_alr = self._in_alr
         for s_us, r_us, n_bytes in zip(send_time_us, arrival_time_us, size_bytes, strict=True):

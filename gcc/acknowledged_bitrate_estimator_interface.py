@@ -7,7 +7,8 @@ the Bayesian :class:`AcknowledgedBitrateEstimator` only with
 ``WebRTC-Bwe-RobustThroughputEstimatorSettings/enabled:false/``; here that trial is the
 ``use_robust_throughput_estimator`` argument of :func:`create_acknowledged_bitrate_estimator`.
 
-Packet-feedback input, for both: three parallel sequences (plain Python lists are fastest) with
+Packet-feedback input, for both: three parallel sequences (lists, or int64 numpy arrays: the
+robust estimator's work is compiled and takes arrays without a conversion) with
 one entry per *received* packet, sorted as libwebrtc's ``PacketResult::ReceiveTimeOrder`` sorts
 (arrival time, then send time, then sequence number):
 

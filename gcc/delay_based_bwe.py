@@ -268,7 +268,7 @@ class DelayBasedBwe:
         For a caller that has that order at hand (GoogCC sorts by arrival for the acknowledged
         rate anyway): it saves sorting the report twice.
         """
-        if not arrival_time_us:
+        if len(arrival_time_us) == 0:
             # All lost, or no packets: libwebrtc's "very late feedback"; nothing to learn.
             return DelayBasedBweResult()
 

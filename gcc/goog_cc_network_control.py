@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import le, sub
 
+import numpy as np
+
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
 from gcc.bandwidth_usage import BandwidthUsage
 from gcc.delay_based_bwe import DelayBasedBwe
@@ -104,7 +106,10 @@ class GoogCcNetworkController(Controller):
         self._add_probes(self._probe_controller.set_bitrates(c.min_bps, c.start_bps, c.max_bps, 0))
         self._add_probes(self._probe_controller.on_network_availability(True, 0))
         self._last_target_bps = 0
-        self._target_bps = self.config.clamp(self._bwe.target_rate())
+        # clamp() is a pure function of the rate (and the config): its last input and output,
+        # kept so that the every-20-ms re-derivation below costs a comparison.
+        self._clamp_memo: tuple[ControllerConfig, float, int] | None = None
+        self._target_bps = self._clamped(self._bwe.target_rate())
 
     # -- outputs ------------------------------------------------------------------------------
     @property
@@ -147,7 +152,16 @@ class GoogCcNetworkController(Controller):
             )
         # Always re-derived from the estimator (not only on a change): imitation learning puts
         # the estimators in another state between reports (loki/train/clone.py).
-        self._target_bps = self.config.clamp(target)
+        self._target_bps = self._clamped(target)
+
+    def _clamped(self, rate_bps: float) -> int:
+        """``self.config.clamp(rate_bps)``, remembered for the last rate."""
+        memo = self._clamp_memo
+        if memo is not None and memo[1] == rate_bps and memo[0] is self.config:
+            return memo[2]
+        clamped = self.config.clamp(rate_bps)
+        self._clamp_memo = (self.config, rate_bps, clamped)
+        return clamped
 
     # -- inputs -------------------------------------------------------------------------------
     def on_process_interval(self, at_us: int) -> None:
@@ -155,7 +169,9 @@ class GoogCcNetworkController(Controller):
             self._bwe.set_send_bitrate(self.config.start_bps, at_us)
             self._initialized = True
         self._bwe.update_estimate(at_us)
-        self._add_probes(self._probe_controller.process(at_us))
+        clusters = self._probe_controller.process(at_us)
+        if clusters:
+            self._add_probes(clusters)
         self._maybe_trigger_on_network_changed(at_us)
 
     def on_rtt(self, rtt_us: int, at_us: int) -> None:
@@ -175,6 +191,9 @@ class GoogCcNetworkController(Controller):
         if n == 0:
             return self._target_bps
         at_us = report.feedback_time_us
+        # Lists for the per-packet Python below; the estimators take arrays (their work is
+        # compiled), the report's own when no packet was lost and the order is right.
+        report_arrays = (report.send_time_us, report.arrival_time_us, report.size_bytes)
         send = report.send_time_us.tolist()
         arrival = report.arrival_time_us.tolist()
         size = report.size_bytes.tolist()
@@ -184,9 +203,11 @@ class GoogCcNetworkController(Controller):
             recv_send = [send[i] for i in received]
             recv_arrival = [arrival[i] for i in received]
             recv_size = [size[i] for i in received]
+            recv_arrays = None
         else:
             received = range(n)
             recv_send, recv_arrival, recv_size = send, arrival, size
+            recv_arrays = report_arrays
         if received:
             self._feedback_rtts(at_us, recv_send, recv_arrival)
         if self.gcc_config.feedback_only:
@@ -205,12 +226,18 @@ class GoogCcNetworkController(Controller):
         if _non_decreasing(recv_arrival):
             by_arrival = received
             acked_send, acked_arrival, acked_size = recv_send, recv_arrival, recv_size
+            acked_arrays = recv_arrays
         else:
             by_arrival = sorted(received, key=arrival.__getitem__)
             acked_send = [send[i] for i in by_arrival]
             acked_arrival = [arrival[i] for i in by_arrival]
             acked_size = [size[i] for i in by_arrival]
-        self._acked.incoming_packet_feedback_vector(acked_send, acked_arrival, acked_size)
+            acked_arrays = None
+        if acked_arrays is None:
+            acked_arrays = tuple(
+                np.array(c, dtype=np.int64) for c in (acked_send, acked_arrival, acked_size)
+            )
+        self._acked.incoming_packet_feedback_vector(*acked_arrays)
         acked_bps = self._acked.bitrate()
         self._bwe.set_acknowledged_rate(acked_bps, at_us)
 
@@ -242,7 +269,7 @@ class GoogCcNetworkController(Controller):
         if _non_decreasing(acked_send):
             # Sorted by (arrival, send time) too: the delay-based side's order is the same.
             result = self._delay_based_bwe.incoming_packets_in_receive_order(
-                acked_send, acked_arrival, acked_size, acked_bps, probe_bps, at_us
+                *acked_arrays, acked_bps, probe_bps, at_us
             )
         else:
             result = self._delay_based_bwe.incoming_packet_feedback_vector(

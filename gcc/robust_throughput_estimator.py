@@ -25,12 +25,11 @@ received packets only, and ``size_bytes`` already includes any prior unacknowled
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
-from operator import le, sub
+
+import numpy as np
+from numba import njit
 
 from gcc.units import BIT_US_PER_BYTE_S
 
@@ -38,9 +37,9 @@ from gcc.units import BIT_US_PER_BYTE_S
 MAX_REORDERING_US = 1_000_000
 #: Floor on both durations, so a burst of simultaneous packets gives no division by zero.
 MIN_DURATION_US = 1_000
-#: Position of a "missing" top gap: never inside the part of the lists that is dropped.
+#: Row of a "missing" top gap: never inside the part of the table that is dropped.
 _NO_GAP_POS = 1 << 62
-#: The dropped prefix of the window's lists is cut off once longer than this (and the window).
+#: The dropped prefix of the window's table is cut off once longer than this (and the window).
 _COMPACT_AFTER = 4096
 
 
@@ -80,54 +79,263 @@ class RobustThroughputEstimatorSettings:
         )
 
 
+# The estimator's state: one int64 array of scalars, and a (4, capacity) table of the packets
+# (send us, arrival us, size, gap to the previous arrival) ordered by arrival, the window being
+# rows [START, END). Dropping a packet moves START; the dead prefix is cut off now and then.
+_START = 0
+_END = 1
+_TOTAL_BYTES = 2  # bytes in the window
+# The largest and second largest gap inside the window (a tie counts twice), with their rows;
+# 0 at _NO_GAP_POS when the window has fewer gaps.
+_GAP1_US = 3
+_GAP1_POS = 4
+_GAP2_US = 5
+_GAP2_POS = 6
+#: Row of the last packet sent before its predecessor (-1: none): send times in the window are
+#: in order when it is <= START.
+_SEND_DESCENT = 7
+_LATEST_DISCARDED_SEND_US = 8  # _NO_SEND_US: none
+_WINDOW_PACKETS = 9
+_MAX_WINDOW_PACKETS = 10
+_MIN_WINDOW_DURATION_US = 11
+_MAX_WINDOW_DURATION_US = 12
+_REQUIRED_PACKETS = 13
+_N_STATE = 14
+_SEND = 0
+_RECV = 1
+_SIZE = 2
+_GAP = 3
+#: libwebrtc's minus-infinity "latest discarded send time" (below every real time).
+_NO_SEND_US = -(1 << 62)
+#: :func:`_compute_bitrate` when there is no estimate.
+_NO_ESTIMATE = -1
+_INITIAL_ROWS = 1024
+
+
+@njit(cache=True)
+def _incoming(
+    st: np.ndarray, tab: np.ndarray, send_us: np.ndarray, recv_us: np.ndarray, size: np.ndarray
+) -> None:
+    """Add one report's received packets (the caller made room for them) and drop what falls
+    out of the window."""
+    for k in range(send_us.shape[0]):
+        end = st[_END]
+        if end > st[_START] and recv_us[k] < tab[_RECV, end - 1]:
+            _insert_reordered(st, tab, send_us[k], recv_us[k], size[k])
+        else:
+            _append(st, tab, send_us[k], recv_us[k], size[k])
+    _drop_packets_outside_window(st, tab)
+
+
+@njit(cache=True)
+def _append(st: np.ndarray, tab: np.ndarray, s_us: int, r_us: int, n_bytes: int) -> None:
+    """A packet that arrived no earlier than the newest one."""
+    end = st[_END]
+    in_window = end > st[_START]
+    gap_us = r_us - tab[_RECV, end - 1] if in_window else 0
+    if in_window and s_us < tab[_SEND, end - 1]:
+        st[_SEND_DESCENT] = end
+    tab[_SEND, end] = s_us
+    tab[_RECV, end] = r_us
+    tab[_SIZE, end] = n_bytes
+    tab[_GAP, end] = gap_us
+    st[_END] = end + 1
+    st[_TOTAL_BYTES] += n_bytes
+    if in_window:
+        # The gap enters the window (the first packet's gap is not in it).
+        if gap_us >= st[_GAP1_US]:
+            st[_GAP2_US] = st[_GAP1_US]
+            st[_GAP2_POS] = st[_GAP1_POS]
+            st[_GAP1_US] = gap_us
+            st[_GAP1_POS] = end
+        elif gap_us >= st[_GAP2_US]:
+            st[_GAP2_US] = gap_us
+            st[_GAP2_POS] = end
+
+
+@njit(cache=True)
+def _insert_reordered(st: np.ndarray, tab: np.ndarray, s_us: int, r_us: int, n_bytes: int) -> None:
+    """Insert a packet that arrived before the newest one (feedback reports reordered)."""
+    start = st[_START]
+    end = st[_END]
+    i = end
+    while i > start and r_us < tab[_RECV, i - 1]:
+        i -= 1
+    for j in range(end, i, -1):
+        tab[:, j] = tab[:, j - 1]
+    tab[_SEND, i] = s_us
+    tab[_RECV, i] = r_us
+    tab[_SIZE, i] = n_bytes
+    st[_END] = end + 1
+    st[_TOTAL_BYTES] += n_bytes
+    if tab[_RECV, end] - r_us > MAX_REORDERING_US:
+        # Severe reordering or a receiver clock jump: start over (libwebrtc does the same).
+        st[_START] = 0
+        st[_END] = 0
+        st[_TOTAL_BYTES] = 0
+        st[_LATEST_DISCARDED_SEND_US] = _NO_SEND_US
+    _rebuild(st, tab)
+
+
+@njit(cache=True)
+def _rebuild(st: np.ndarray, tab: np.ndarray) -> None:
+    """Cut off the dead prefix and recompute the window's gaps, their top two and the
+    send-order mark from scratch (after an insertion inside the window, or to compact)."""
+    start = st[_START]
+    n = st[_END] - start
+    if start:
+        for j in range(n):
+            tab[:, j] = tab[:, start + j]
+        st[_START] = 0
+        st[_END] = n
+    st[_SEND_DESCENT] = -1
+    for j in range(n):
+        tab[_GAP, j] = tab[_RECV, j] - tab[_RECV, j - 1] if j else 0
+        if j and tab[_SEND, j] < tab[_SEND, j - 1]:
+            st[_SEND_DESCENT] = j
+    _find_top_gaps(st, tab)
+
+
+@njit(cache=True)
+def _find_top_gaps(st: np.ndarray, tab: np.ndarray) -> None:
+    """The two largest gaps in the window, from scratch (latest rows on ties)."""
+    g1, p1, g2, p2 = 0, _NO_GAP_POS, 0, _NO_GAP_POS
+    for j in range(st[_START] + 1, st[_END]):
+        gap_us = tab[_GAP, j]
+        if gap_us >= g1:
+            g2, p2 = g1, p1
+            g1, p1 = gap_us, j
+        elif gap_us >= g2:
+            g2, p2 = gap_us, j
+    st[_GAP1_US], st[_GAP1_POS], st[_GAP2_US], st[_GAP2_POS] = g1, p1, g2, p2
+
+
+@njit(cache=True)
+def _drop_packets_outside_window(st: np.ndarray, tab: np.ndarray) -> None:
+    """Move the window's start past every packet libwebrtc's drop loop would pop.
+
+    That loop pops the oldest packet while the window has more than ``max_window_packets``,
+    or spans more than ``max_window_duration_us``, or has more than ``window_packets`` and
+    spans more than ``min_window_duration_us``. Each condition only gets weaker as packets go,
+    so the first packet that stays is the first row past all three thresholds, found by
+    bisection on the sorted arrival times.
+    """
+    start = st[_START]
+    end = st[_END]
+    if end == start:
+        return
+    recv = tab[_RECV, start:end]
+    last_us = recv[-1]
+    new_start = max(
+        start,
+        end - st[_MAX_WINDOW_PACKETS],
+        start + np.searchsorted(recv, last_us - st[_MAX_WINDOW_DURATION_US]),
+        min(
+            end - st[_WINDOW_PACKETS],
+            start + np.searchsorted(recv, last_us - st[_MIN_WINDOW_DURATION_US]),
+        ),
+    )
+    if new_start == start:
+        return
+    for j in range(start, new_start):
+        if tab[_SEND, j] > st[_LATEST_DISCARDED_SEND_US]:
+            st[_LATEST_DISCARDED_SEND_US] = tab[_SEND, j]
+        st[_TOTAL_BYTES] -= tab[_SIZE, j]
+    st[_START] = new_start
+    if new_start > _COMPACT_AFTER and new_start * 2 > end:
+        _rebuild(st, tab)
+    elif st[_GAP1_POS] <= new_start or st[_GAP2_POS] <= new_start:
+        # A gap of the top two left the window (the gap at new_start is before its first
+        # packet now).
+        _find_top_gaps(st, tab)
+
+
+@njit(cache=True)
+def _compute_bitrate(st: np.ndarray, tab: np.ndarray) -> int:
+    """Acknowledged rate in bps, or :data:`_NO_ESTIMATE`."""
+    required = st[_REQUIRED_PACKETS]
+    start = st[_START]
+    end = st[_END]
+    if end == start or end - start < required:
+        return _NO_ESTIMATE
+
+    # libwebrtc replaces the largest gap between consecutive arrivals by the second largest
+    # (a tie counts twice); both are kept up to date.
+    total_bytes = st[_TOTAL_BYTES]
+    # The window is sorted by arrival, so the first received packet is at the front.
+    recv_duration_us = tab[_RECV, end - 1] - tab[_RECV, start] - st[_GAP1_US] + st[_GAP2_US]
+    if recv_duration_us < MIN_DURATION_US:
+        recv_duration_us = MIN_DURATION_US
+    recv_rate_bps = (total_bytes - tab[_SIZE, start]) * BIT_US_PER_BYTE_S // recv_duration_us
+
+    in_order = st[_SEND_DESCENT] <= start
+    if in_order:
+        first_send_us = tab[_SEND, start]
+        last_send_us = tab[_SEND, end - 1]
+    else:
+        first_send_us = tab[_SEND, start:end].min()
+        last_send_us = tab[_SEND, start:end].max()
+    latest_discarded_us = st[_LATEST_DISCARDED_SEND_US]
+    if first_send_us >= latest_discarded_us:
+        # Common case: no reordered packet to leave out. The first packet sent last counts as
+        # the last sent (found by bisection when send times are in order).
+        if in_order:
+            last = start + np.searchsorted(tab[_SEND, start:end], last_send_us)
+        else:
+            last = start + np.argmax(tab[_SEND, start:end])
+        last_send_size_bytes = tab[_SIZE, last]
+        send_size_bytes = total_bytes
+    else:
+        # Leave out packets sent before one already dropped from the window (reordered).
+        first_send_us = -_NO_SEND_US
+        last_send_us = _NO_SEND_US
+        last_send_size_bytes = 0
+        send_size_bytes = 0
+        sent_count = 0
+        for j in range(start, end):
+            s_us = tab[_SEND, j]
+            if s_us < latest_discarded_us:
+                continue
+            if s_us > last_send_us:
+                last_send_us = s_us
+                last_send_size_bytes = tab[_SIZE, j]
+            if s_us < first_send_us:
+                first_send_us = s_us
+            send_size_bytes += tab[_SIZE, j]
+            sent_count += 1
+        if sent_count < required:
+            return recv_rate_bps  # Too few send times for a reliable send rate.
+    send_duration_us = last_send_us - first_send_us
+    if send_duration_us < MIN_DURATION_US:
+        send_duration_us = MIN_DURATION_US
+    send_rate_bps = (send_size_bytes - last_send_size_bytes) * BIT_US_PER_BYTE_S // send_duration_us
+    return min(send_rate_bps, recv_rate_bps)
+
+
 class RobustThroughputEstimator:
     """Windowed min(send rate, receive rate) over acknowledged packets (libwebrtc port).
 
-    The window lives in plain lists from index ``_start`` on (dropping a packet only moves the
-    index; the dead prefix is cut off now and then), so that a report costs O(its packets), not
-    O(window): the packets to drop are found by bisection (arrival times are sorted), the two
-    largest receive gaps are kept up to date as packets come and go, and the send-time extremes
-    are read off the ends while send times are in order too (the common case).
+    The window is a table a report costs O(its packets) to update, not O(window): the packets
+    to drop are found by bisection (arrival times are sorted), the two largest receive gaps are
+    kept up to date as packets come and go, and the send-time extremes are read off the ends
+    while send times are in order too (the common case). The work is compiled (numba).
     """
 
-    __slots__ = (
-        "_bitrate_bps",
-        "_gap1_pos",
-        "_gap1_us",
-        "_gap2_pos",
-        "_gap2_us",
-        "_gap_us",
-        "_latest_discarded_send_us",
-        "_recv_us",
-        "_send_descent",
-        "_send_us",
-        "_settings",
-        "_size_bytes",
-        "_stale",
-        "_start",
-        "_total_bytes",
-    )
+    __slots__ = ("_bitrate_bps", "_settings", "_stale", "_state", "_table")
 
     def __init__(self, settings: RobustThroughputEstimatorSettings | None = None) -> None:
-        self._settings = settings or RobustThroughputEstimatorSettings()
-        # Parallel lists (send time, arrival time, size) ordered by arrival time; the window is
-        # [_start:]. _gap_us[i] is recv[i] - recv[i - 1] (0 at i = 0).
-        self._send_us: list[int] = []
-        self._recv_us: list[int] = []
-        self._size_bytes: list[int] = []
-        self._gap_us: list[int] = []
-        self._start = 0
-        self._total_bytes = 0  # bytes in the window, kept up to date.
-        # The largest and second largest gap inside the window (a tie counts twice), with
-        # their list positions; 0 at _NO_GAP_POS when the window has fewer gaps.
-        self._gap1_us = 0
-        self._gap1_pos = _NO_GAP_POS
-        self._gap2_us = 0
-        self._gap2_pos = _NO_GAP_POS
-        # Index of the last packet sent before its predecessor in the list (-1: none): send
-        # times in the window are in order when it is <= _start.
-        self._send_descent = -1
-        self._latest_discarded_send_us: float = -math.inf
+        self._settings = s = settings or RobustThroughputEstimatorSettings()
+        st = np.zeros(_N_STATE, dtype=np.int64)
+        st[_GAP1_POS] = st[_GAP2_POS] = _NO_GAP_POS
+        st[_SEND_DESCENT] = -1
+        st[_LATEST_DISCARDED_SEND_US] = _NO_SEND_US
+        st[_WINDOW_PACKETS] = s.window_packets
+        st[_MAX_WINDOW_PACKETS] = s.max_window_packets
+        st[_MIN_WINDOW_DURATION_US] = s.min_window_duration_us
+        st[_MAX_WINDOW_DURATION_US] = s.max_window_duration_us
+        st[_REQUIRED_PACKETS] = s.required_packets
+        self._state = st
+        self._table = np.zeros((4, _INITIAL_ROWS), dtype=np.int64)
         self._bitrate_bps: int | None = None
         self._stale = False
 
@@ -138,160 +346,28 @@ class RobustThroughputEstimator:
         size_bytes: Sequence[int],
     ) -> None:
         """Add one report's received packets, sorted by arrival (see the interface module)."""
-        recv = self._recv_us
-        if not arrival_time_us:
-            pass
-        elif (not recv or arrival_time_us[0] >= recv[-1]) and all(
-            map(le, arrival_time_us, islice(arrival_time_us, 1, None))
-        ):
-            self._append_in_order(send_time_us, arrival_time_us, size_bytes)
-        else:
-            for s_us, r_us, n_bytes in zip(send_time_us, arrival_time_us, size_bytes, strict=True):
-                if recv and r_us < recv[-1]:
-                    self._insert_reordered(s_us, r_us, n_bytes)
-                else:
-                    self._append_in_order((s_us,), (r_us,), (n_bytes,))
-        self._drop_packets_outside_window()
+        send = np.asarray(send_time_us, dtype=np.int64)
+        recv = np.asarray(arrival_time_us, dtype=np.int64)
+        size = np.asarray(size_bytes, dtype=np.int64)
+        if send.shape != recv.shape or send.shape != size.shape:
+            raise ValueError("RobustThroughputEstimator: per-packet sequences differ in length")
+        st = self._state
+        needed = int(st[_END]) + send.shape[0]
+        if needed > self._table.shape[1]:
+            _rebuild(st, self._table)  # cut off the dead prefix first
+            needed = int(st[_END]) + send.shape[0]
+            if needed > self._table.shape[1]:
+                grown = np.zeros((4, max(needed, 2 * self._table.shape[1])), dtype=np.int64)
+                grown[:, : st[_END]] = self._table[:, : st[_END]]
+                self._table = grown
+        _incoming(st, self._table, send, recv, size)
         self._stale = True
-
-    def _append_in_order(
-        self, send_time_us: Sequence[int], arrival_time_us: Sequence[int], size_bytes: Sequence[int]
-    ) -> None:
-        """Append packets that arrived no earlier than the newest one, sorted by arrival."""
-        send = self._send_us
-        recv = self._recv_us
-        first = len(recv)
-        if send and send_time_us[0] < send[-1]:
-            self._send_descent = first
-        if not all(map(le, send_time_us, islice(send_time_us, 1, None))):
-            for i in range(len(send_time_us) - 1, 0, -1):
-                if send_time_us[i] < send_time_us[i - 1]:
-                    self._send_descent = first + i
-                    break
-        prev_us = recv[-1] if recv else arrival_time_us[0]
-        gaps = [arrival_time_us[0] - prev_us]
-        gaps.extend(map(sub, islice(arrival_time_us, 1, None), arrival_time_us))
-        send.extend(send_time_us)
-        recv.extend(arrival_time_us)
-        self._size_bytes.extend(size_bytes)
-        self._gap_us.extend(gaps)
-        self._total_bytes += sum(size_bytes)
-        # The gaps entering the window: all but the first packet's if the window was empty.
-        g1, p1, g2, p2 = self._gap1_us, self._gap1_pos, self._gap2_us, self._gap2_pos
-        skip = 0 if first > self._start else 1
-        pos = first + skip
-        for gap in islice(gaps, skip, None):
-            if gap >= g1:
-                g2, p2 = g1, p1
-                g1, p1 = gap, pos
-            elif gap >= g2:
-                g2, p2 = gap, pos
-            pos += 1
-        self._gap1_us, self._gap1_pos, self._gap2_us, self._gap2_pos = g1, p1, g2, p2
-
-    def _insert_reordered(self, s_us: int, r_us: int, n_bytes: int) -> None:
-        """Insert a packet that arrived before the newest one (feedback reports reordered)."""
-        send = self._send_us
-        recv = self._recv_us
-        size = self._size_bytes
-        i = len(recv)
-        while i > self._start and r_us < recv[i - 1]:
-            i -= 1
-        send.insert(i, s_us)
-        recv.insert(i, r_us)
-        size.insert(i, n_bytes)
-        self._gap_us.insert(i, 0)
-        self._total_bytes += n_bytes
-        if recv[-1] - r_us > MAX_REORDERING_US:
-            # Severe reordering or a receiver clock jump: start over (libwebrtc does the same).
-            send.clear()
-            recv.clear()
-            size.clear()
-            self._gap_us.clear()
-            self._start = 0
-            self._total_bytes = 0
-            self._latest_discarded_send_us = -math.inf
-        self._rebuild()
-
-    def _rebuild(self) -> None:
-        """Cut off the dead prefix and recompute the window's gaps, their top two and the
-        send-order mark from scratch (after an insertion inside the window, or to compact)."""
-        start = self._start
-        if start:
-            del self._send_us[:start]
-            del self._recv_us[:start]
-            del self._size_bytes[:start]
-            self._start = 0
-        recv = self._recv_us
-        send = self._send_us
-        self._gap_us = [0, *map(sub, islice(recv, 1, None), recv)] if recv else []
-        self._send_descent = -1
-        for i in range(len(send) - 1, 0, -1):
-            if send[i] < send[i - 1]:
-                self._send_descent = i
-                break
-        self._find_top_gaps()
-
-    def _find_top_gaps(self) -> None:
-        """The two largest gaps in the window, from scratch (latest positions on ties)."""
-        base = self._start + 1
-        gaps = self._gap_us[base:]
-        self._gap1_us, self._gap1_pos = 0, _NO_GAP_POS
-        self._gap2_us, self._gap2_pos = 0, _NO_GAP_POS
-        if not gaps:
-            return
-        g1 = max(gaps)
-        i1 = len(gaps) - 1 - gaps[::-1].index(g1)
-        self._gap1_us, self._gap1_pos = g1, base + i1
-        if len(gaps) > 1:
-            gaps[i1] = -1
-            g2 = max(gaps)
-            self._gap2_us = g2
-            self._gap2_pos = base + len(gaps) - 1 - gaps[::-1].index(g2)
-
-    def _drop_packets_outside_window(self) -> None:
-        """Move the window's start past every packet libwebrtc's drop loop would pop.
-
-        That loop pops the oldest packet while the window has more than ``max_window_packets``,
-        or spans more than ``max_window_duration_us``, or has more than ``window_packets`` and
-        spans more than ``min_window_duration_us``. Each condition only gets weaker as packets
-        go, so the first packet that stays is the first index past all three thresholds, found
-        by bisection on the sorted arrival times.
-        """
-        recv = self._recv_us
-        if not recv:
-            return
-        s = self._settings
-        start = self._start
-        end = len(recv)
-        last_us = recv[-1]
-        new_start = max(
-            start,
-            end - s.max_window_packets,
-            bisect_left(recv, last_us - s.max_window_duration_us, start, end),
-            min(
-                end - s.window_packets,
-                bisect_left(recv, last_us - s.min_window_duration_us, start, end),
-            ),
-        )
-        if new_start == start:
-            return
-        dropped_send_us = max(self._send_us[start:new_start])
-        if dropped_send_us > self._latest_discarded_send_us:
-            self._latest_discarded_send_us = dropped_send_us
-        self._total_bytes -= sum(self._size_bytes[start:new_start])
-        self._start = new_start
-        if new_start > _COMPACT_AFTER and new_start * 2 > end:
-            self._rebuild()
-        elif self._gap1_pos <= new_start or self._gap2_pos <= new_start:
-            # A gap of the top two left the window (the gap at new_start is before its first
-            # packet now).
-            self._find_top_gaps()
 
     def bitrate(self) -> int | None:
         """Acknowledged rate in bps, or None with fewer than ``required_packets`` in the window."""
         if self._stale:
-            self._bitrate_bps = self._compute_bitrate()
+            rate = int(_compute_bitrate(self._state, self._table))
+            self._bitrate_bps = None if rate == _NO_ESTIMATE else rate
             self._stale = False
         return self._bitrate_bps
 
@@ -304,76 +380,3 @@ class RobustThroughputEstimator:
 
     def set_alr_ended_time(self, alr_ended_time_us: int) -> None:
         """No effect: this estimator does not treat application-limited periods differently."""
-
-    def _compute_bitrate(self) -> int | None:
-        required = self._settings.required_packets
-        recv = self._recv_us
-        start = self._start
-        end = len(recv)
-        if end - start == 0 or end - start < required:
-            return None
-
-        # libwebrtc replaces the largest gap between consecutive arrivals by the second
-        # largest (a tie counts twice); both are kept up to date.
-        size = self._size_bytes
-        total_bytes = self._total_bytes
-        # The window is sorted by arrival, so the first received packet is at the front.
-        recv_duration_us = recv[-1] - recv[start] - self._gap1_us + self._gap2_us
-        if recv_duration_us < MIN_DURATION_US:
-            recv_duration_us = MIN_DURATION_US
-        recv_rate_bps = (total_bytes - size[start]) * BIT_US_PER_BYTE_S // recv_duration_us
-
-        send = self._send_us
-        if self._send_descent <= start:
-            # Send times in order: the extremes are at the ends, the first packet sent last
-            # is found by bisection.
-            first_send_us = send[start]
-            last_send_us = send[-1]
-        else:
-            first_send_us = min(send[start:])
-            last_send_us = max(send[start:])
-        if first_send_us >= self._latest_discarded_send_us:
-            # Common case: no reordered packet to leave out.
-            if self._send_descent <= start:
-                last_send_size_bytes = size[bisect_left(send, last_send_us, start, end)]
-            else:
-                last_send_size_bytes = size[send.index(last_send_us, start)]
-            send_size_bytes = total_bytes
-        else:
-            first_send_us, last_send_us, last_send_size_bytes, send_size_bytes, sent_count = (
-                self._send_stats_without_reordered()
-            )
-            if sent_count < required:
-                return recv_rate_bps  # Too few send times for a reliable send rate.
-        send_duration_us = last_send_us - first_send_us
-        if send_duration_us < MIN_DURATION_US:
-            send_duration_us = MIN_DURATION_US
-        send_rate_bps = (
-            (send_size_bytes - last_send_size_bytes) * BIT_US_PER_BYTE_S // send_duration_us
-        )
-        return min(send_rate_bps, recv_rate_bps)
-
-    def _send_stats_without_reordered(self) -> tuple[int, int, int, int, int]:
-        """Send-side window stats over packets not sent before an already dropped one.
-
-        Returns (first send time, last send time, size of the last sent packet, total size,
-        packet count); the first occurrence of the latest send time counts as the last sent.
-        """
-        latest_discarded_us = self._latest_discarded_send_us
-        first_send_us = math.inf
-        last_send_us = -math.inf
-        last_send_size_bytes = 0
-        send_size_bytes = 0
-        sent_count = 0
-        start = self._start
-        for s_us, n_bytes in zip(self._send_us[start:], self._size_bytes[start:], strict=True):
-            if s_us < latest_discarded_us:
-                continue  # Reordered: sent before a packet already dropped from the window.
-            if s_us > last_send_us:
-                last_send_us = s_us
-                last_send_size_bytes = n_bytes
-            if s_us < first_send_us:
-                first_send_us = s_us
-            send_size_bytes += n_bytes
-            sent_count += 1
-        return first_send_us, last_send_us, last_send_size_bytes, send_size_bytes, sent_count

@@ -101,9 +101,12 @@ class LinkCapacityTracker:
     def on_rate_update(self, acknowledged_bps: int | None, target_bps: int, at_us: int) -> None:
         if acknowledged_bps is None:
             return
-        acknowledged_target_bps = min(acknowledged_bps, target_bps)
+        # min() and max() of two scalars, written out: this runs every process interval.
+        acknowledged_target_bps = target_bps if target_bps < acknowledged_bps else acknowledged_bps
         if acknowledged_target_bps > self._capacity_estimate_bps:
-            delta_us = max(at_us - self._last_link_capacity_update_us, 0)  # time never runs back
+            delta_us = at_us - self._last_link_capacity_update_us
+            if delta_us < 0:
+                delta_us = 0  # time never runs back
             alpha = math.exp(-(delta_us / self._tracking_rate_us)) if math.isfinite(delta_us) else 0
             self._capacity_estimate_bps = (
                 alpha * self._capacity_estimate_bps + (1 - alpha) * acknowledged_target_bps
@@ -158,7 +161,11 @@ class RttBasedBackoff:
         return timeout_correction_us + self.last_propagation_rtt_us
 
     def is_rtt_above_limit(self) -> bool:
-        return self.corrected_rtt_us() > self.rtt_limit_us
+        # corrected_rtt_us(), inlined: this runs every process interval.
+        timeout_correction_us = self.last_packet_sent_us - self.last_propagation_rtt_update_us
+        if timeout_correction_us < 0:
+            timeout_correction_us = 0
+        return timeout_correction_us + self.last_propagation_rtt_us > self.rtt_limit_us
 
 
 class SendSideBandwidthEstimation:
@@ -265,7 +272,8 @@ class SendSideBandwidthEstimation:
         target = self.current_target_bps
         if self._receiver_limit_bps < target:
             target = int(self._receiver_limit_bps)
-        return max(self._min_bitrate_configured_bps, target)
+        min_bps = self._min_bitrate_configured_bps
+        return target if target > min_bps else min_bps
 
     def fraction_loss(self) -> int:
         """Loss of the latest complete loss report, in 1/256 units."""

@@ -21,11 +21,9 @@ Frame metadata (packets per frame, keyframe flag, capture time) is read from the
 tables; in a real receiver it comes from RTP headers and the payload descriptor.
 
 Speed: packets are delivered in batches by one compiled function (:func:`deliver_arrivals`)
-working on the session's tables and the policies' state arrays. A decoded frame's render time
-(``PlayoutTiming``) depends on nothing the sender or the NACK logic sees, so decodes are
-recorded and their render times computed in Python when :attr:`Receiver.render_ms` is read:
-the same calls in the same order, with CPython's ``pow`` (a compiled ``x ** 0.5`` becomes a
-square root, which differs from ``pow`` in the last bit now and then).
+working on the session's tables and the policies' state arrays (the same compiled functions
+the :mod:`loki.receive` classes wrap). Render times go to a table; :attr:`Receiver.render_ms`
+and :attr:`Receiver.frame_delay_ms` are lists extended from it when read.
 """
 
 from __future__ import annotations
@@ -33,9 +31,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from loki.emu.compiled import entry_point
 from loki.receive import KeyframeRequester, NackRequester, PlayoutTiming
 from loki.receive.keyframe_request import (
+    LAST_DECODE_US,
     LAST_KEYFRAME_PACKET_US,
+    MAX_WAIT_FOR_FRAME_US,
+    REQUIRED,
     WAITING_FRAMES,
     keyframe_on_decoded,
     keyframe_should_request,
@@ -48,6 +50,7 @@ from loki.receive.nack_requester import (
     nack_on_packet,
     nack_retries_due,
 )
+from loki.receive.timing import render_time
 
 # Columns of the session's send history (one per transport sequence number).
 H_SEND_US = 0
@@ -73,12 +76,10 @@ F_FIRST_RTP = 4
 F_GOT = 5  # packets of the frame received (libwebrtc's frame buffer)
 F_NACKED = 6  # a packet of the frame came by retransmission
 F_COLUMNS = 7
-# Columns of a decode record: what PlayoutTiming.render_time_us is called with.
-D_CAPTURE_US = 0
-D_DECODED_US = 1
-D_RETRANSMITTED = 2
-D_RTT_US = 3
-D_COLUMNS = 4
+# Rows of the render table (float64, a column per decoded frame).
+D_RENDER_MS = 0
+D_FRAME_DELAY_MS = 1
+D_ROWS = 2
 
 # Path state shared with the send side (see loki.emu.send_path): counts and delivery pointer.
 S_N_HIST = 0
@@ -128,7 +129,9 @@ def deliver_arrivals(
     nack_state: np.ndarray,
     missing: np.ndarray,
     keyframe_state: np.ndarray,
-    decodes: np.ndarray,
+    timing_ints: np.ndarray,
+    timing_floats: np.ndarray,
+    renders: np.ndarray,
     nacks: np.ndarray,
     until_us: int,
 ) -> int:
@@ -164,8 +167,8 @@ def deliver_arrivals(
                     path[S_RX_NEXT_US] = arrival_us
                     return DELIVER_NEEDS_OUT_ROOM
             _on_packet(
-                rx, hist, rtp, frames, n_frames, nack_state, missing, keyframe_state, decodes,
-                nacks, seq, arrival_us,
+                rx, hist, rtp, frames, n_frames, nack_state, missing, keyframe_state,
+                timing_ints, timing_floats, renders, nacks, seq, arrival_us,
             )  # fmt: skip
         seq += 1
     path[S_RX_NEXT_SEQ] = seq
@@ -183,7 +186,9 @@ def _on_packet(
     nack_state: np.ndarray,
     missing: np.ndarray,
     keyframe_state: np.ndarray,
-    decodes: np.ndarray,
+    timing_ints: np.ndarray,
+    timing_floats: np.ndarray,
+    renders: np.ndarray,
     nacks: np.ndarray,
     seq: int,
     arrival_us: int,
@@ -220,7 +225,16 @@ def _on_packet(
         rx[MAX_FRAME_SEEN] = frame_id
     if got == frames[F_NPKTS, frame_id]:
         _decode_ready(
-            rx, frames, n_frames, nack_state, missing, keyframe_state, decodes, arrival_us
+            rx,
+            frames,
+            n_frames,
+            nack_state,
+            missing,
+            keyframe_state,
+            timing_ints,
+            timing_floats,
+            renders,
+            arrival_us,
         )
 
 
@@ -232,7 +246,9 @@ def _decode_ready(
     nack_state: np.ndarray,
     missing: np.ndarray,
     keyframe_state: np.ndarray,
-    decodes: np.ndarray,
+    timing_ints: np.ndarray,
+    timing_floats: np.ndarray,
+    renders: np.ndarray,
     now_us: int,
 ) -> None:
     """Decode every frame that has become decodable.
@@ -243,7 +259,18 @@ def _decode_ready(
     while True:
         nxt = rx[LAST_DECODED] + 1
         if nxt < n_frames and frames[F_GOT, nxt] == frames[F_NPKTS, nxt]:
-            _decode(rx, frames, nack_state, missing, keyframe_state, decodes, nxt, now_us)
+            _decode(
+                rx,
+                frames,
+                nack_state,
+                missing,
+                keyframe_state,
+                timing_ints,
+                timing_floats,
+                renders,
+                nxt,
+                now_us,
+            )
             continue
         # A complete keyframe further ahead makes everything before it obsolete.
         key = -1
@@ -252,7 +279,18 @@ def _decode_ready(
                 key = f
         if key < 0:
             return
-        _decode(rx, frames, nack_state, missing, keyframe_state, decodes, key, now_us)
+        _decode(
+            rx,
+            frames,
+            nack_state,
+            missing,
+            keyframe_state,
+            timing_ints,
+            timing_floats,
+            renders,
+            key,
+            now_us,
+        )
 
 
 @njit(cache=True)
@@ -262,7 +300,9 @@ def _decode(
     nack_state: np.ndarray,
     missing: np.ndarray,
     keyframe_state: np.ndarray,
-    decodes: np.ndarray,
+    timing_ints: np.ndarray,
+    timing_floats: np.ndarray,
+    renders: np.ndarray,
     frame_id: int,
     now_us: int,
 ) -> None:
@@ -271,13 +311,16 @@ def _decode(
         nack_clear_up_to(nack_state, missing, frames[F_FIRST_RTP, frame_id])
     rx[LAST_DECODED] = frame_id
     keyframe_on_decoded(keyframe_state, now_us, is_key, rx[MAX_FRAME_SEEN] > frame_id)
-    k = rx[N_DECODES]
-    decodes[D_CAPTURE_US, k] = frames[F_CAPTURE_US, frame_id]
-    decodes[D_DECODED_US, k] = now_us
-    decodes[D_RETRANSMITTED, k] = frames[F_NACKED, frame_id]
-    decodes[D_RTT_US, k] = rx[RX_RTT_US]
-    rx[N_DECODES] = k + 1
+    capture_us = frames[F_CAPTURE_US, frame_id]
+    retransmitted = frames[F_NACKED, frame_id] != 0
     frames[F_NACKED, frame_id] = 0
+    render_us = render_time(
+        timing_ints, timing_floats, capture_us, now_us, retransmitted, rx[RX_RTT_US]
+    )
+    k = rx[N_DECODES]
+    renders[D_RENDER_MS, k] = render_us / 1000.0
+    renders[D_FRAME_DELAY_MS, k] = (render_us - capture_us) / 1000.0
+    rx[N_DECODES] = k + 1
     rx[BYTES_RENDERED] += frames[F_BYTES, frame_id]
 
 
@@ -306,7 +349,7 @@ class Receiver:
 
     __slots__ = (
         "_args",
-        "_decodes",
+        "_deliver",
         "_due",
         "_frame_delay_ms",
         "_keyframes",
@@ -314,6 +357,7 @@ class Receiver:
         "_nacks_out",
         "_render_ms",
         "_rendered",
+        "_renders",
         "_tables",
         "_timing",
         "state",
@@ -329,7 +373,7 @@ class Receiver:
         self._keyframes = KeyframeRequester()
         self._timing = PlayoutTiming()
         self.state[RX_RTT_US] = self._nack.rtt_us
-        self._decodes = np.zeros((D_COLUMNS, frame_capacity), dtype=np.int64)
+        self._renders = np.zeros((D_ROWS, frame_capacity))
         self._nacks_out = np.zeros((3, 64), dtype=np.int64)
         self._due = np.zeros(64, dtype=np.int64)
         self._rendered = 0
@@ -337,6 +381,7 @@ class Receiver:
         self._frame_delay_ms: list[float] = []
         self._tables: tuple[np.ndarray, ...] = ()
         self._args: tuple[np.ndarray, ...] | None = None
+        self._deliver = deliver_arrivals
 
     # -- packets -------------------------------------------------------------------------
     def attach(
@@ -364,10 +409,13 @@ class Receiver:
                     self._nack.state,
                     self._nack.missing,
                     self._keyframes.state,
-                    self._decodes,
+                    self._timing.ints,
+                    self._timing.floats,
+                    self._renders,
                     self._nacks_out,
                 )
-            status = deliver_arrivals(*args, until_us)
+                self._deliver = entry_point(deliver_arrivals, (*args, until_us))
+            status = self._deliver(*args, until_us)
             if status == 0:
                 return out
             n = int(self.state[N_NACKS])
@@ -385,27 +433,23 @@ class Receiver:
             self._args = None
 
     def ensure_frames(self, frame_capacity: int) -> None:
-        """Room for a decode record per frame of a frame table this long."""
-        if self._decodes.shape[1] < frame_capacity:
-            grown = np.zeros((D_COLUMNS, frame_capacity), dtype=np.int64)
-            grown[:, : self._decodes.shape[1]] = self._decodes
-            self._decodes = grown
+        """Room for a render time per frame of a frame table this long."""
+        if self._renders.shape[1] < frame_capacity:
+            grown = np.zeros((D_ROWS, frame_capacity))
+            grown[:, : self._renders.shape[1]] = self._renders
+            self._renders = grown
             self._args = None
 
     # -- outputs --------------------------------------------------------------------------
     def _render_pending(self) -> None:
-        """Render times of the frames decoded since the last call (see the module docstring)."""
+        """Extend the render lists with the frames decoded since the last call."""
         n = int(self.state[N_DECODES])
-        if self._rendered == n:
-            return
-        timing = self._timing
-        render_ms = self._render_ms
-        frame_delay_ms = self._frame_delay_ms
-        for capture, decoded, retransmitted, rtt in self._decodes[:, self._rendered : n].T.tolist():
-            render = timing.render_time_us(capture, decoded, retransmitted != 0, rtt)
-            render_ms.append(render / 1000.0)
-            frame_delay_ms.append((render - capture) / 1000.0)
-        self._rendered = n
+        if self._rendered != n:
+            self._render_ms.extend(self._renders[D_RENDER_MS, self._rendered : n].tolist())
+            self._frame_delay_ms.extend(
+                self._renders[D_FRAME_DELAY_MS, self._rendered : n].tolist()
+            )
+            self._rendered = n
 
     @property
     def render_ms(self) -> list[float]:
@@ -443,6 +487,22 @@ class Receiver:
         return self._nack.highest_seq
 
     # -- periodic work ---------------------------------------------------------------------
+    def quiet(self, path: np.ndarray, now_us: int) -> bool:
+        """Whether the 20 ms timer has nothing to do at ``now_us``, whatever arrived since the
+        last delivery: nothing is missing and no arrival can reveal a loss (``path``'s lost
+        RTP seq is not above the highest received), and no keyframe is needed and none can
+        become needed (a frame was decoded less than 3 s ago, and decodes only make that
+        more recent). Then :meth:`tick` would answer ``([], False)`` and delivery can wait.
+        """
+        nack = self._nack.state
+        kf = self._keyframes.state
+        return (
+            nack[COUNT] == 0
+            and path[S_LOST_RTP_MAX] <= nack[HIGHEST]
+            and not kf[REQUIRED]
+            and now_us - kf[LAST_DECODE_US] < MAX_WAIT_FOR_FRAME_US
+        )
+
     def tick(self, now_us: int) -> tuple[list[int], bool]:
         """The 20 ms timer: NACKs due again, and whether to send a PLI now (a keyframe is
         needed: nothing decodable for long, or NACK gave up on a packet)."""

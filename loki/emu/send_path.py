@@ -77,6 +77,8 @@ PACKET_OVERHEAD_BYTES = 58
 SCHEDULE = 0
 #: A pace event at ``now``: send what is due, then schedule the next one.
 SEND_AT = 1
+#: A frame encoded at ``now``: :func:`packetise` it, then SCHEDULE.
+FRAME = 2
 # pace() answers.
 IDLE = 0
 PUSH_PACE = 1
@@ -91,6 +93,8 @@ def pace(
     mode: int,
     now_us: int,
     horizon_us: int,
+    frame_bytes: int,
+    frame_is_key: bool,
     path: np.ndarray,
     pace_at: np.ndarray,
     pi: np.ndarray,
@@ -107,14 +111,19 @@ def pace(
     wait_charge_bytes: np.ndarray,
     hist: np.ndarray,
     rtp: np.ndarray,
+    frames: np.ndarray,
     nack_state: np.ndarray,
 ) -> int:
     """Run pace events from ``now_us`` while each is the next event (see the module docstring).
 
     ``horizon_us`` is the time of the first event on the session's heap; ``pace_at[0]`` the
-    pending pace time (NaN: none), kept up to date here.
+    pending pace time (NaN: none), kept up to date here. In mode :data:`FRAME`, the frame of
+    ``frame_bytes`` is packetised first (the caller made room in the tables and the pacer).
     """
     at_us = now_us
+    if mode == FRAME:
+        packetise(path, frames, rtp, pi, pf, media, frame_bytes, frame_is_key, now_us)
+        mode = SCHEDULE
     if mode == SCHEDULE:
         t = pacer_next_send_us(pi, pf, probes, now_us)
         if t == NOTHING_TO_SEND or (not math.isnan(pace_at[0]) and t >= pace_at[0]):

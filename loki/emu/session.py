@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loki.api import Controller, TransportFeedback
+from loki.emu.compiled import entry_point
 from loki.emu.link import Link
 from loki.emu.loss import Loss
 from loki.emu.pacer import Pacer
@@ -91,6 +92,7 @@ from loki.emu.send_path import (
     pace,
     packetise,
 )
+from loki.emu.send_path import FRAME as PACKETISE_FRAME
 from loki.qoe import QoeReport, compute_qoe
 from loki.receive.nack_requester import HIGHEST
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
@@ -115,8 +117,9 @@ RTX_HISTORY_US = 1_000_000
 RTX_RATE_WINDOW_US = 1_000_000
 _FEEDBACK_KINDS = frozenset({FB_RX, NACK_RX, PLI_RX, RR_RX})
 #: Events that read the receiver's state (FB_RX sets the RTT it renders frames with): arrivals
-#: up to their time are delivered before them. Before the others only while a NACK may result.
-_RECEIVER_KINDS = frozenset({TICK, FB_TX, FB_RX, RR_TX})
+#: up to their time are delivered before them. Before the others only while a NACK may result,
+#: and before TICK only when the receiver's timer may have something to do (Receiver.quiet).
+_RECEIVER_KINDS = frozenset({FB_TX, FB_RX, RR_TX})
 #: Rows the send history, RTP and frame tables start with (they double when full).
 _INITIAL_ROWS = 4096
 
@@ -245,6 +248,7 @@ class Session:
         self._no_loss_flags = np.zeros(0, dtype=np.bool_)
         self.receiver = Receiver(_INITIAL_ROWS)
         self._pace_args: tuple[np.ndarray, ...] | None = None
+        self._pace_call: Callable[..., int] = pace
         self._pace_args_generation = -1
         self._tables_changed()
         self.frames_dropped = 0
@@ -381,11 +385,27 @@ class Session:
             return
         self._run_pace(SCHEDULE, now_us)
 
-    def _run_pace(self, mode: int, now_us: int) -> None:
-        """Pace events through the compiled send path (``mode``: SCHEDULE from ``now_us``, or
-        SEND_AT: the pace event at ``now_us``), doing what it hands back to the loop."""
+    def _run_pace(
+        self, mode: int, now_us: int, frame_bytes: int = 0, frame_is_key: bool = False
+    ) -> None:
+        """Pace events through the compiled send path (``mode``: SCHEDULE from ``now_us``,
+        SEND_AT: the pace event at ``now_us``, or PACKETISE_FRAME: a frame encoded at
+        ``now_us``, then SCHEDULE), doing what it hands back to the loop."""
         if self._uplink is not self._std_uplink:
-            if mode == SEND_AT:
+            if mode == PACKETISE_FRAME:
+                pacer = self.pacer
+                packetise(
+                    self._path,
+                    self._frames,
+                    self._rtp,
+                    pacer.ints,
+                    pacer.floats,
+                    pacer.media,
+                    frame_bytes,
+                    frame_is_key,
+                    now_us,
+                )
+            elif mode == SEND_AT:
                 self._send_due_generic(now_us)
             self._schedule_pace_generic(now_us)
             return
@@ -393,7 +413,7 @@ class Session:
         events = self._events
         path[S_NOW_US] = self.now_us
         while True:
-            status = self._pace(mode, now_us)
+            status = self._pace(mode, now_us, frame_bytes, frame_is_key)
             if status == IDLE:
                 break
             at_us = int(path[S_OUT_T_US])
@@ -414,7 +434,7 @@ class Session:
                 self._make_room(status)
         self.now_us = int(path[S_NOW_US])
 
-    def _pace(self, mode: int, now_us: int) -> int:
+    def _pace(self, mode: int, now_us: int, frame_bytes: int, frame_is_key: bool) -> int:
         """:func:`loki.emu.send_path.pace` on this session's state."""
         pacer = self.pacer
         args = self._pace_args
@@ -433,11 +453,20 @@ class Session:
                 *self._link.arrays(),
                 self._hist,
                 self._rtp,
+                self._frames,
                 self.receiver.nack_state,
             )
             self._pace_args_generation = pacer.generation
+            self._pace_call = entry_point(pace, (mode, now_us, 0, frame_bytes, False, *args))
         events = self._events
-        return pace(mode, now_us, events[0][0] if events else NO_ARRIVAL_US, *args)
+        return self._pace_call(
+            mode,
+            now_us,
+            events[0][0] if events else NO_ARRIVAL_US,
+            frame_bytes,
+            frame_is_key,
+            *args,
+        )
 
     def _make_room(self, status: int) -> None:
         if status == NEED_HISTORY_ROOM:
@@ -529,20 +558,8 @@ class Session:
         if path[S_N_RTP] + n > self._rtp.shape[1]:
             self._rtp = self._grown(self._rtp, int(path[S_N_RTP]) + n)
             self._tables_changed()
-        pacer = self.pacer
-        pacer.reserve_media(n)
-        packetise(
-            path,
-            self._frames,
-            self._rtp,
-            pacer.ints,
-            pacer.floats,
-            pacer.media,
-            size,
-            bool(is_key),
-            now_us,
-        )
-        self._schedule_pace(now_us, run_now=True)
+        self.pacer.reserve_media(n)
+        self._run_pace(PACKETISE_FRAME, now_us, size, bool(is_key))
 
     def _on_pace(self, now_us: int) -> None:
         self._pace_at[0] = np.nan
@@ -614,6 +631,25 @@ class Session:
         self._set_target(target, now_us)
         self._take_probes(now_us)
 
+    def _on_tick(self, now_us: int) -> None:
+        receiver = self.receiver
+        if receiver.quiet(self._path, now_us):
+            due, pli = (), False
+        else:
+            due, pli = receiver.tick(now_us)
+        if due:
+            self._push(now_us + self._delay_us, NACK_RX, due)
+        if pli:
+            self._push(now_us + self._delay_us, PLI_RX, None)
+        controller = self.controller
+        controller.on_process_interval(now_us)
+        target = controller.target_bps
+        if target != self._target_bps:
+            self._set_target(target, now_us)
+        self._take_probes(now_us)
+        self._order += 1
+        heapq.heappush(self._events, (now_us + TICK_US, self._order, TICK, None))
+
     def _handle(self, kind: int, arg: object, now_us: int) -> bool:
         """Run one event; True when it was a controller decision (feedback received)."""
         if (
@@ -623,20 +659,13 @@ class Session:
         ):
             self.feedback_blacked_out += 1
             return False
-        if kind == PACE:
-            self._on_pace(now_us)
+        # The most frequent kinds first.
+        if kind == TICK:
+            self._on_tick(now_us)
         elif kind == FRAME:
             self._on_frame(now_us)
-        elif kind == TICK:
-            due, pli = self.receiver.tick(now_us)
-            if due:
-                self._push(now_us + self._delay_us, NACK_RX, due)
-            if pli:
-                self._push(now_us + self._delay_us, PLI_RX, None)
-            self.controller.on_process_interval(now_us)
-            self._set_target(self.controller.target_bps, now_us)
-            self._take_probes(now_us)
-            self._push(now_us + TICK_US, TICK, None)
+        elif kind == PACE:
+            self._on_pace(now_us)
         elif kind == FB_TX:
             start, end = self.receiver.take_feedback()
             if end > start and not (
@@ -667,19 +696,23 @@ class Session:
         end = self._end_us
         path = self._path
         nack_state = self.receiver.nack_state
+        heappop = heapq.heappop
+        handle = self._handle
         while events:
             t, _, kind, _ = events[0]
             if t > end:
                 return False
             if path[S_RX_NEXT_US] <= t and (
-                kind in _RECEIVER_KINDS or path[S_LOST_RTP_MAX] > nack_state[HIGHEST]
+                kind in _RECEIVER_KINDS
+                or path[S_LOST_RTP_MAX] > nack_state[HIGHEST]
+                or (kind == TICK and not self.receiver.quiet(path, t))
             ):
                 self._consume_arrivals(t)
                 if events[0][0] < t:
                     continue
-            t, _, kind, arg = heapq.heappop(events)
+            t, _, kind, arg = heappop(events)
             self.now_us = t
-            if self._handle(kind, arg, t):
+            if handle(kind, arg, t):
                 return True
         return False
 
