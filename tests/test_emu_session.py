@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from loki.controllers import make_controller
+from loki.emu.path import Path
 from loki.emu.session import (
     MAX_RTP_PAYLOAD_BYTES,
     PACKET_OVERHEAD_BYTES,
@@ -146,3 +147,45 @@ def test_retransmissions_are_capped_at_the_target_rate():
     for start in range(0, 15_000_000, 500_000):
         window = (send >= start) & (send < start + 1_000_000) & rtx
         assert size[window].sum() * 8 <= 1_000_000 * 1.01
+
+
+def _run_both_send_paths(controller: str, trace, duration_s: float, **link):
+    """The same session through the compiled send path and through Path.send (the path a
+    subclass with Python stages in ``_uplink`` takes)."""
+    sessions = []
+    for generic in (False, True):
+        s = session(trace, controller=controller, duration_s=duration_s, seed=5, **link)
+        if generic:
+            s._uplink = Path(list(s._uplink.stages))  # same stages, not the standard object
+        s.run()
+        sessions.append(s)
+    return sessions
+
+
+def test_python_stage_path_sends_exactly_like_the_compiled_path():
+    trace = steps([(6_000, 3e6), (4_000, 0.8e6), (6_000, 2.5e6)])
+    for controller, link in (
+        ("gcc", {"loss": 0.03, "queue_packets": 40, "delay_ms": 30}),
+        ("fixed:2000", {"queue_bytes": 30_000}),
+    ):
+        fast, generic = _run_both_send_paths(controller, trace, 16.0, **link)
+        assert fast.result().qoe == generic.result().qoe
+        for name in ("send_us", "arrival_us", "size_bytes", "probe_id", "pkt_rtp", "pkt_rtx"):
+            assert np.array_equal(getattr(fast, name), getattr(generic, name)), name
+        assert fast.decisions == generic.decisions
+        assert fast.receiver.render_ms == generic.receiver.render_ms
+        assert rtx_count(fast) > 0 or link.get("loss", 0) == 0
+
+
+def test_long_session_grows_its_tables_without_changing_a_packet():
+    # Tables start at 4096 rows and double: a 2-minute session grows each of them; the first
+    # minute must be packet for packet the 1-minute session.
+    trace = constant(3e6, 60_000)
+    short = session(trace, controller="gcc", duration_s=60.0, seed=2)
+    long = session(trace, controller="gcc", duration_s=120.0, seed=2)
+    short.run()
+    long.run()
+    n = int(np.searchsorted(long.send_us, 55_000_000))
+    assert len(long.send_us) > 2 * 4096
+    for name in ("send_us", "arrival_us", "size_bytes", "pkt_rtp"):
+        assert np.array_equal(getattr(short, name)[:n], getattr(long, name)[:n]), name

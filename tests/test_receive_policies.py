@@ -110,3 +110,18 @@ def test_nack_give_up_requests_at_once_but_not_while_a_keyframe_arrives():
     assert not k.should_request(1_100_000, nack_gave_up=True)
     assert k.should_request(1_000_000 + KEYFRAME_WAIT_US)
     assert k.requests == 1
+
+
+def test_nack_list_grows_for_a_long_gap_and_keeps_sequence_order():
+    n = NackRequester()
+    n.rtt_us = 10_000
+    out: list[int] = []
+    n.on_packet(0, 0, out)
+    n.on_packet(101, 0, out)  # 100 missing: more than the table starts with
+    assert out == list(range(1, 101)) and len(n) == 100
+    for s in (50, 7, 99, 1):  # recovered out of order
+        assert n.on_packet(s, 1_000, []) is True
+        assert n.on_packet(s, 1_000, []) is False
+    n.clear_up_to(10)  # a keyframe starting at 10 decoded
+    due, gave_up = n.retries_due(20_000)
+    assert due == [s for s in range(10, 101) if s not in (50, 99)] and not gave_up

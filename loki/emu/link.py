@@ -6,7 +6,8 @@ ahead of it, so the time a packet leaves the link is already fixed when it arriv
 computes it at enqueue time from a small state (the next unused opportunity, the opportunity the
 last packet finished in and the bytes it left over, and for drop-tail the service-start times of
 the packets still waiting). No per-millisecond ticking, no per-opportunity events; the cost per
-packet is a few dozen bytecodes whatever the trace rate.
+packet is a few dozen machine instructions whatever the trace rate: the state is an array and
+:func:`link_send` is compiled (numba), shared by :class:`Link` and the emulator's send path.
 
 The rules, each with the place in mahimahi it comes from:
 
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from loki.emu.compiled import entry_point
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
 #: mahimahi reads packets from a TUN device with the 4-byte packet-information header in front.
@@ -273,8 +275,10 @@ class Link:
     """
 
     __slots__ = (
+        "_args",
         "_first_after",
         "_ops_ms",
+        "_send",
         "_wait_charge",
         "_wait_start",
         "queue",
@@ -298,6 +302,13 @@ class Link:
         ring = _INITIAL_RING if queue is not None else 0
         self._wait_start = np.zeros(ring, dtype=np.int64)
         self._wait_charge = np.zeros(ring, dtype=np.int64)
+        self._arrays_changed()
+        # The compiled send for these argument types, resolved at the first send (see
+        # loki.emu.compiled); growing the ring keeps the types.
+        self._send = None
+
+    def _arrays_changed(self) -> None:
+        self._args = self.arrays()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The arguments :func:`link_send` takes before the packet."""
@@ -314,6 +325,7 @@ class Link:
             new[: order.size] = old[order]
             setattr(self, name, new)
         st[_WAIT_HEAD] = 0
+        self._arrays_changed()
 
     def send(self, arrival_ms: int, size_bytes: int) -> int:
         """Enqueue an IP packet at ``arrival_ms``; return the ms it leaves the link, or -1.
@@ -321,8 +333,10 @@ class Link:
         ``size_bytes`` is the IP size (payload + RTP + 28 bytes of UDP/IP); the link charges it
         plus the 4-byte TUN header, as mahimahi does.
         """
+        if self._send is None:
+            self._send = entry_point(link_send, (*self._args, arrival_ms, size_bytes))
         while True:
-            exit_ms = link_send(*self.arrays(), arrival_ms, size_bytes)
+            exit_ms = self._send(*self._args, arrival_ms, size_bytes)
             if exit_ms == NEED_ROOM:
                 self.grow_ring()
                 continue

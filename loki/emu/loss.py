@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from loki.emu.compiled import entry_point
+
 #: What :meth:`Loss.send` returns for a lost packet (the same sentinel as the link's drop).
 LOST = -1
 #: Draws fetched from the generator at a time.
@@ -55,7 +57,7 @@ def _loss_send_batch(
 class Loss:
     """Drops each packet independently with probability ``loss_rate``; the rest pass unchanged."""
 
-    __slots__ = ("_rng", "loss_rate", "lost_flags", "state")
+    __slots__ = ("_rng", "_send", "loss_rate", "lost_flags", "state")
 
     def __init__(self, loss_rate: float, seed: int) -> None:
         if not 0.0 <= loss_rate <= 1.0:
@@ -65,13 +67,16 @@ class Loss:
         #: The current block of draws (True: lost) and the state (see :func:`loss_send`).
         self.lost_flags = np.zeros(0, dtype=np.bool_)
         self.state = np.zeros(2, dtype=np.int64)
+        self._send = None  # the compiled send, resolved at the next send (loki.emu.compiled)
 
     def send(self, arrival_ms: int, size_bytes: int) -> int:
         """``arrival_ms`` if the packet survives, :data:`LOST` if not."""
-        t_ms = loss_send(self.state, self.lost_flags, arrival_ms)
+        if self._send is None:
+            self._send = entry_point(loss_send, (self.state, self.lost_flags, arrival_ms))
+        t_ms = self._send(self.state, self.lost_flags, arrival_ms)
         if t_ms == NEED_DRAWS:
             self.refill()
-            t_ms = loss_send(self.state, self.lost_flags, arrival_ms)
+            t_ms = self._send(self.state, self.lost_flags, arrival_ms)
         return int(t_ms)
 
     def send_batch(self, arrival_ms: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:

@@ -73,7 +73,6 @@ from loki.emu.receiver import (
     S_N_FRAMES,
     S_N_HIST,
     S_N_RTP,
-    S_NOW_US,
     S_OUT_T_US,
     S_RX_NEXT_US,
     Receiver,
@@ -263,6 +262,8 @@ class Session:
         self._rtt_us = 0
         self.decisions: list[tuple[float, int]] = []
         self._last_report: TransportFeedback | None = None
+        #: The time of the last event taken off the heap (the pace events that run in between,
+        #: never on the heap, do not move it).
         self.now_us = 0
         self._push(0, FRAME, None)
         self._push(cfg.feedback_interval_ms * 1000, FB_TX, None)
@@ -411,7 +412,6 @@ class Session:
             return
         path = self._path
         events = self._events
-        path[S_NOW_US] = self.now_us
         while True:
             status = self._pace(mode, now_us, frame_bytes, frame_is_key)
             if status == IDLE:
@@ -432,7 +432,6 @@ class Session:
                     break
             else:
                 self._make_room(status)
-        self.now_us = int(path[S_NOW_US])
 
     def _pace(self, mode: int, now_us: int, frame_bytes: int, frame_is_key: bool) -> int:
         """:func:`loki.emu.send_path.pace` on this session's state."""
@@ -497,7 +496,6 @@ class Session:
                 if events and events[0][0] < at_us:
                     heapq.heappush(events, (at_us, order, PACE, None))
                     return
-            self.now_us = at_us
             self._pace_at[0] = np.nan
             self._send_due_generic(at_us)
             t = pacer.next_send_us(at_us)
@@ -562,7 +560,9 @@ class Session:
         self._run_pace(PACKETISE_FRAME, now_us, size, bool(is_key))
 
     def _on_pace(self, now_us: int) -> None:
-        self._pace_at[0] = np.nan
+        # (The compiled path clears the pending pace time itself.)
+        if self._uplink is not self._std_uplink:
+            self._pace_at[0] = np.nan
         self._run_pace(SEND_AT, now_us)
 
     def _on_nack(self, rtp_seqs: list[int], now_us: int) -> None:
@@ -606,14 +606,15 @@ class Session:
         tx_us, start, end = payload
         # The report covers transport seqs [start, end): every one of them has arrived or is
         # lost (the path is FIFO), so the send history holds their arrival times already.
-        hist = self._hist
+        # One copy of the rows (each row of the copy is contiguous).
+        rows = self._hist[:, start:end].copy()
         report = TransportFeedback(
             feedback_time_us=now_us,
             seq=np.arange(start, end, dtype=np.int64),
-            send_time_us=hist[H_SEND_US, start:end].copy(),
-            arrival_time_us=hist[H_ARRIVAL_US, start:end].copy(),
-            size_bytes=hist[H_SIZE, start:end].copy(),
-            probe_cluster_id=hist[H_PROBE, start:end].copy(),
+            send_time_us=rows[H_SEND_US],
+            arrival_time_us=rows[H_ARRIVAL_US],
+            size_bytes=rows[H_SIZE],
+            probe_cluster_id=rows[H_PROBE],
         )
         # RTT from the newest received packet in the report, less the receiver's hold time.
         arrivals = report.arrival_time_us
@@ -752,7 +753,7 @@ class Session:
             duration_ms=duration_ms,
             capacity_bytes=capacity_bytes,
             link_bytes=float((size[got] + 4).sum()),
-            frames_sent=sum(1 for c in self.frame_capture_us if c <= end_us),
+            frames_sent=int(np.count_nonzero(self.frame_capture_us <= end_us)),
             render_ms=self.receiver.render_ms,
             frame_delay_ms=self.receiver.frame_delay_ms,
             frame_bytes_rendered=float(self.receiver.frame_bytes_rendered),
@@ -781,18 +782,16 @@ class Session:
         with np.errstate(invalid="ignore", divide="ignore"):
             pdelay = np.where(dcnt[:nb] > 0, dsum[:nb] / dcnt[:nb], np.nan)
         cap = self.link.trace.capacity_series_bps(nb * bin_ms, bin_ms) / 1000.0
+        # The last decision in each bin, held through bins without one.
         target = np.full(nb, np.nan)
-        for ts, tb in self.decisions:
-            i = int(ts * 1000 // bin_ms)
-            if i < nb:
-                target[i] = tb / 1000.0
-        # Hold the last decision through bins without one.
-        last = float("nan")
-        for i in range(nb):
-            if np.isnan(target[i]):
-                target[i] = last
-            else:
-                last = target[i]
+        if self.decisions:
+            ts, tb = (np.asarray(c) for c in zip(*self.decisions, strict=True))
+            bins = (ts * 1000 // bin_ms).astype(np.int64)
+            last_in_bin = np.append(bins[1:] != bins[:-1], True) & (bins < nb)
+            target[bins[last_in_bin]] = tb[last_in_bin] / 1000.0
+            held = np.where(np.isnan(target), -1, np.arange(nb))
+            np.maximum.accumulate(held, out=held)
+            target = np.where(held >= 0, target[np.maximum(held, 0)], np.nan)
         r = np.asarray(self.receiver.render_ms, dtype=np.float64)
         fd = np.asarray(self.receiver.frame_delay_ms, dtype=np.float64)
         rb = np.clip((r // bin_ms).astype(np.int64), 0, nb - 1) if r.size else r.astype(np.int64)
