@@ -301,3 +301,20 @@ class GoogCcNetworkController(Controller):
             self._delay_based_bwe.on_rtt_update(mean_ms * 1000)
             # pending time is measured against the newest arrival; the min is the NACK RTT.
             self._bwe.update_rtt(min_prop_us, at_us)
+
+
+def _warm_up() -> None:
+    """Load the compiled parts (numba's cache) now rather than at the first feedback report: the
+    first compiled call in a process takes about 0.15 s, a stall a live sender must not have."""
+    controller = GoogCcNetworkController()
+    for k in range(2):
+        seqs = list(range(30 * k, 30 * k + 30))
+        send = [s * 8_000 for s in seqs]
+        report = TransportFeedback.from_lists(
+            30 * 8_000 * (k + 1) + 50_000, seqs, send, [t + 20_000 for t in send], [1_000] * 30
+        )
+        controller.on_feedback(report)
+        controller.on_process_interval(report.feedback_time_us)
+
+
+_warm_up()

@@ -373,3 +373,14 @@ class Link:
     def busy_until_ms(self) -> int:
         """The ms the last accepted packet leaves: the backlog's end (for observers and tests)."""
         return int(self.state[_TAIL_MS])
+
+
+def _warm_up() -> None:
+    """Load the compiled code now (from numba's cache) rather than at the first packet: the first
+    compiled call in a process takes about 0.15 s, a stall a live sender or relay must not
+    have mid-session."""
+    link = Link(Trace("warm-up", np.array([1, 2], dtype=np.int64)), DropTail(limit_packets=1))
+    link.send(0, 100)
+
+
+_warm_up()

@@ -83,3 +83,15 @@ class KeyframeRequester:
     @property
     def requests(self) -> int:
         return int(self.state[REQUESTS])
+
+
+def _warm_up() -> None:
+    """Load the compiled code now (from numba's cache) rather than at the first packet: the first
+    compiled call in a process takes about 0.15 s, a stall a live sender or relay must not
+    have mid-session."""
+    requester = KeyframeRequester()
+    requester.on_decoded(0, True, False)
+    requester.should_request(0, True)
+
+
+_warm_up()

@@ -119,3 +119,13 @@ class PlayoutTiming:
     @property
     def current_delay_us(self) -> float:
         return float(self.floats[CURRENT_DELAY_US])
+
+
+def _warm_up() -> None:
+    """Load the compiled code now (from numba's cache) rather than at the first packet: the first
+    compiled call in a process takes about 0.15 s, a stall a live sender or relay must not
+    have mid-session."""
+    PlayoutTiming().render_time_us(0, 1_000, False, 0)
+
+
+_warm_up()
