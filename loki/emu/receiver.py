@@ -257,28 +257,16 @@ def _decode_ready(
     older entries are never looked at again, so nothing is removed from the table.
     """
     while True:
-        nxt = rx[LAST_DECODED] + 1
-        if nxt < n_frames and frames[F_GOT, nxt] == frames[F_NPKTS, nxt]:
-            _decode(
-                rx,
-                frames,
-                nack_state,
-                missing,
-                keyframe_state,
-                timing_ints,
-                timing_floats,
-                renders,
-                nxt,
-                now_us,
-            )
-            continue
-        # A complete keyframe further ahead makes everything before it obsolete.
-        key = -1
-        for f in range(nxt + 1, rx[MAX_FRAME_SEEN] + 1):
-            if frames[F_GOT, f] == frames[F_NPKTS, f] and frames[F_IS_KEY, f]:
-                key = f
-        if key < 0:
-            return
+        frame = rx[LAST_DECODED] + 1
+        if not (frame < n_frames and frames[F_GOT, frame] == frames[F_NPKTS, frame]):
+            # A complete keyframe further ahead makes everything before it obsolete.
+            key = -1
+            for f in range(frame + 1, rx[MAX_FRAME_SEEN] + 1):
+                if frames[F_GOT, f] == frames[F_NPKTS, f] and frames[F_IS_KEY, f]:
+                    key = f
+            if key < 0:
+                return
+            frame = key
         _decode(
             rx,
             frames,
@@ -288,7 +276,7 @@ def _decode_ready(
             timing_ints,
             timing_floats,
             renders,
-            key,
+            frame,
             now_us,
         )
 
