@@ -89,6 +89,29 @@ NEED_DRAWS = 5
 
 
 @njit(cache=True)
+def record_send(
+    hist: np.ndarray,
+    rtp: np.ndarray,
+    n: int,
+    now_us: int,
+    size: int,
+    rtp_seq: int,
+    probe: int,
+) -> None:
+    """Write packet ``n`` into the send history (a retransmission when its RTP packet left
+    before); shared by the compiled send path and the session's generic Python stages."""
+    hist[H_SEND_US, n] = now_us
+    hist[H_SIZE, n] = size
+    hist[H_PROBE, n] = probe
+    hist[H_RTP, n] = rtp_seq
+    if rtp_seq >= 0:
+        hist[H_RTX, n] = rtp[R_LAST_TX_US, rtp_seq] >= 0
+        rtp[R_LAST_TX_US, rtp_seq] = now_us
+    else:
+        hist[H_RTX, n] = 0
+
+
+@njit(cache=True)
 def pace(
     mode: int,
     now_us: int,
@@ -190,15 +213,7 @@ def _send_due(
         size, rtp_seq, _frame, probe = pacer_pop_due(pi, pf, media, rtx, probes, now_us)
         if size < 0:
             return IDLE
-        hist[H_SEND_US, n] = now_us
-        hist[H_SIZE, n] = size
-        hist[H_PROBE, n] = probe
-        hist[H_RTP, n] = rtp_seq
-        if rtp_seq >= 0:
-            hist[H_RTX, n] = rtp[R_LAST_TX_US, rtp_seq] >= 0
-            rtp[R_LAST_TX_US, rtp_seq] = now_us
-        else:
-            hist[H_RTX, n] = 0
+        record_send(hist, rtp, n, now_us, size, rtp_seq, probe)
         # mm-loss, then mm-link, then mm-delay (see loki.emu.path).
         exit_ms = loss_send(loss_state, lost_flags, now_ms) if has_loss else now_ms
         if exit_ms >= 0:

@@ -90,6 +90,7 @@ from loki.emu.send_path import (
     SEND_AT,
     pace,
     packetise,
+    record_send,
 )
 from loki.emu.send_path import FRAME as PACKETISE_FRAME
 from loki.qoe import QoeReport, compute_qoe
@@ -520,15 +521,7 @@ class Session:
                 self._hist = self._grown(self._hist, 2 * n)
                 self._tables_changed()
             hist = self._hist
-            hist[H_SEND_US, n] = now_us
-            hist[H_SIZE, n] = size
-            hist[H_PROBE, n] = probe
-            hist[H_RTP, n] = rtp_seq
-            if rtp_seq >= 0:
-                hist[H_RTX, n] = rtp[R_LAST_TX_US, rtp_seq] >= 0
-                rtp[R_LAST_TX_US, rtp_seq] = now_us
-            else:
-                hist[H_RTX, n] = 0
+            record_send(hist, rtp, n, now_us, size, rtp_seq, probe)
             arrival_ms = self._uplink.send(now_us // 1000, size)
             if arrival_ms < 0:
                 hist[H_ARRIVAL_US, n] = -1
