@@ -12,18 +12,21 @@ import numpy as np
 from loki.api import Controller
 from loki.emu.session import Session, SessionConfig
 from loki.train.data import EpisodeSpec
+from traces.trace import Trace
 
 MODEL_SUFFIX = ".npz"
 
 
-def build_controller(controller: str) -> Controller:
+def build_controller(controller: str, trace: Trace | None = None) -> Controller:
+    """A fresh controller; ``trace`` is the uplink the session runs on (only ``oracle``
+    reads it: it is the reference that knows future capacity, not a shippable controller)."""
     if controller.endswith(MODEL_SUFFIX):
         from loki.learned.models import controller_from_model
 
         return controller_from_model(controller)
     from loki.controllers import make_controller
 
-    return make_controller(controller)
+    return make_controller(controller, trace=trace)
 
 
 def mean_abs_log2_change(rates_bps: list[int] | np.ndarray) -> float:
@@ -37,8 +40,8 @@ def mean_abs_log2_change(rates_bps: list[int] | np.ndarray) -> float:
 def run_session(job: tuple[EpisodeSpec, str]) -> dict:
     """QoE of one controller on one episode, plus smoothness and guard figures."""
     spec, controller = job
-    ctl = build_controller(controller)
     link = spec.link()
+    ctl = build_controller(controller, link.trace)
     session = Session(ctl, link, SessionConfig(duration_s=spec.duration_s, seed=spec.seed))
     res = session.run()
     row = res.qoe.to_dict()
