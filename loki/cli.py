@@ -78,6 +78,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         print("\n".join(builtin_names()))
         return 0
     _check_output_paths(args.timeline, args.plot, args.packet_log)
+    if args.source is None and (args.packet_log or args.host_timing != "none"):
+        raise CliError("--packet-log and --host-timing go with --source cbr:KBPS")
     trace = _load_link_trace(args)
     duration_s = args.duration_s or min(trace.period_ms / 1000.0, DEFAULT_DURATION_CAP_S)
     link = LinkConfig(
@@ -198,11 +200,17 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
             f"--source expects cbr:KBPS[:PACKET_BYTES] with KBPS > 0 and {IP_UDP_HEADER_BYTES} < "
             f"PACKET_BYTES <= 1500 (IP size), got {spec!r}"
         ) from None
+    host = None
+    if args.host_timing == "mahimahi":
+        from loki.emu.host_timing import MahimahiHostTiming
+
+        host = MahimahiHostTiming(seed=args.seed)
     log = run_cbr(
         make_uplink(link, seed=args.seed),
         rate_bps=round(kbps * 1000),
         duration_ms=round(duration_s * 1000),
         payload_bytes=packet_bytes - IP_UDP_HEADER_BYTES,
+        host=host,
     )
     if args.packet_log:
         args.packet_log.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +223,7 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
     owd = log.one_way_delay_ms()
     summary = {
         "source": spec,
+        "host_timing": args.host_timing,
         "trace": link.trace.name,
         "duration_s": duration_s,
         "packets": int(log.send_us.size),
@@ -245,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", type=Path, help="draw send rate vs capacity and delay (PNG)")
     e.add_argument("--source", help="cbr:KBPS[:PACKET_BYTES]: a raw constant-bit-rate source")
     e.add_argument("--packet-log", type=Path, help="with --source: per-packet log CSV")
+    e.add_argument(
+        "--host-timing",
+        choices=("none", "mahimahi"),
+        default="none",
+        help="with --source: 'mahimahi' replays mahimahi's event loops for receive times to "
+        "the us (to compare with delays measured on real mahimahi); default whole ms",
+    )
     e.add_argument("--list-builtins", action="store_true", help="list built-in links and exit")
     e.set_defaults(func=cmd_emulate)
     # The other subcommands live with their code; their parsers import nothing heavy.

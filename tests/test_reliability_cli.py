@@ -3,6 +3,7 @@ nothing written (no --timeline, --plot or --packet-log file, finished or half-wa
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,28 @@ def test_the_installed_entry_point_exits_2_with_one_line(tmp_path: Path) -> None
         next(line for line in proc.stderr.splitlines() if line.startswith("loki: error:"))
     ]
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [["--host-timing", "mahimahi"], ["--packet-log", "log.csv"]])
+def test_cbr_only_options_without_a_source_are_refused(
+    extra: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "1", *extra]
+    assert_refused(argv, workdir, capsys, "go with --source")
+
+
+def test_cbr_with_mahimahi_host_timing_reports_sub_ms_delays(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "2", "--delay-ms", "20"]
+    argv += ["--source", "cbr:1000", "--json"]
+    assert main(argv) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--host-timing", "mahimahi", "--packet-log", "log.csv"]) == 0
+    host = json.loads(capsys.readouterr().out)
+    assert (whole["host_timing"], host["host_timing"]) == ("none", "mahimahi")
+    # Same link result; the event loops only add sub-ms to ms lateness.
+    assert host["goodput_mbps"] == pytest.approx(whole["goodput_mbps"], rel=0.01)
+    assert 0.0 < host["delay_p50_ms"] - whole["delay_p50_ms"] < 2.0
+    rows = (workdir / "log.csv").read_text().splitlines()
+    assert "." in rows[1].split(",")[1]  # receive times to the us
