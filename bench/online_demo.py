@@ -5,12 +5,17 @@ cellular-like link (traces.generators.markov_modulated) with lower, burstier sta
 generator's defaults, and faster fading. The held-out real family (mahimahi_cellular_us) is
 never touched. Steps:
 
-1. generate the family; split it into collection traces and held-back traces;
-2. for each round: run the current model with exploration noise on sessions of the
-   collection traces, logging every decision (loki.experience), then ``train_online`` on the
-   round's logs (AWR on gates and head, trunks frozen);
-3. A/B on the held-back traces: shipped vs updated, and GCC; the same on a subsample of the
-   original training families (nothing must break there).
+1. generate the family: collection traces (the sessions senders log), gate traces (what
+   the A/B gate judges a candidate on during deployment) and held-back traces (the final
+   report only), from disjoint generator seeds;
+2. for each round: run the deployed model with exploration noise on sessions of the
+   collection traces, logging every decision (loki.experience); ``train_online`` on *every*
+   log gathered so far (AWR is off-policy: older sessions stay useful, and more data steadies
+   a small update), starting from the deployed model; the gate A/Bs the candidate against the
+   deployed model on the gate traces, and only an accepted candidate is deployed (a held or
+   refused one is dropped; the next round starts again from the deployed one);
+3. A/B on the held-back traces: shipped vs finally deployed, and GCC; the same on a
+   subsample of the original training families (nothing must break there).
 
     .venv/bin/python -m bench.online_demo --out /tmp/online_demo
 """
@@ -50,13 +55,20 @@ FLUCTUATION = 0.4
 TRACE_MS = 120_000
 COLLECT_TRACES = 24
 HELDOUT_TRACES = 12
-#: Generator seeds: collection traces from 0, held-back ones from 10_000 (disjoint).
+GATE_TRACES = 12
+#: Generator seeds: collection traces from 0, held-back ones from 10_000, gate ones from
+#: 20_000 (disjoint).
 HELDOUT_SEED_BASE = 10_000
+GATE_SEED_BASE = 20_000
 
 
-def make_family(root: Path) -> tuple[Path, Path]:
-    collect, held = root / "collect", root / "heldout"
-    for d, n, base in ((collect, COLLECT_TRACES, 0), (held, HELDOUT_TRACES, HELDOUT_SEED_BASE)):
+def make_family(root: Path) -> tuple[Path, Path, Path]:
+    collect, held, gate = root / "collect", root / "heldout", root / "gate"
+    for d, n, base in (
+        (collect, COLLECT_TRACES, 0),
+        (held, HELDOUT_TRACES, HELDOUT_SEED_BASE),
+        (gate, GATE_TRACES, GATE_SEED_BASE),
+    ):
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             tr = markov_modulated(
@@ -68,7 +80,7 @@ def make_family(root: Path) -> tuple[Path, Path]:
                 name=f"newnet_{base + i}",
             )
             write_mahimahi(tr, d / f"newnet_{base + i}.up")
-    return collect, held
+    return collect, held, gate
 
 
 def collect_round(
@@ -97,7 +109,7 @@ def summary_row(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--sessions", type=int, default=96, help="logged sessions per round")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--train-sample", type=int, default=2, help="traces per training family")
@@ -108,26 +120,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall-weight", type=float, default=Reward().stall)
     args = p.parse_args(argv)
     out = args.out
-    collect, held = make_family(out / "family")
+    collect, held, gate = make_family(out / "family")
     collect_traces = sorted(str(p) for p in collect.iterdir())
+    gate_specs = ab_specs([gate], None, args.seed + 3, args.duration_s)
     shipped = str(model_path("loki"))
     current = shipped
     rounds = []
+    log_dirs: list[Path] = []
     for r in range(args.rounds):
         logs = out / f"logs/round{r}"
         collect_round(current, collect_traces, logs, args.sessions, args.seed + r, args.workers)
+        log_dirs.append(logs)
         new = out / f"models/round{r}/model.npz"
         fig = train_online(
-            [logs],
+            log_dirs,
             Path(current),
             new,
             seed=args.seed + r,
             epochs=args.epochs,
             reward=Reward(stall=args.stall_weight),
         )
+        rows_a, rows_b = run_pairs(gate_specs, current, str(new), args.workers)
+        gate_res = compare(rows_a, rows_b, seed=args.seed + r)
+        fig["gate"] = {
+            "verdict": gate_res["verdict"],
+            "reasons": gate_res["reasons"],
+            "qos": gate_res["qos"],
+            **{k: v["estimate"] for k, v in gate_res["changes"].items()},
+        }
         rounds.append(fig)
-        print(f"round {r}: {json.dumps(fig)}")
-        current = str(new)
+        print(f"round {r}: gate {json.dumps(fig['gate'])}")
+        if gate_res["verdict"] == "accept":
+            current = str(new)
     result: dict = {"rounds": rounds, "updated": current}
     for label, dirs, sample in (
         ("new_family_heldout", [held], args.heldout_sample),

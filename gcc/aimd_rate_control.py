@@ -183,6 +183,17 @@ class AimdRateControl:
         """True once a start rate, a probe, a throughput or an overuse has set the estimate."""
         return self._bitrate_is_initialized
 
+    @property
+    def rate_control_state(self) -> RateControlState:
+        """Hold, increase or decrease: the state machine the detector's verdicts drive."""
+        return self._rate_control_state
+
+    def link_capacity_estimate_bps(self) -> int | None:
+        """The capacity estimate from the throughput at past overuses; None while unknown
+        (then increases are multiplicative, else additive)."""
+        link = self._link_capacity
+        return link.estimate_bps() if link.has_estimate() else None
+
     def latest_estimate(self) -> int:
         return self._current_bitrate_bps
 

@@ -37,7 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from gcc.aimd_rate_control import AimdRateControl, AimdRateControlConfig, NetworkStateEstimate
+from gcc.aimd_rate_control import (
+    AimdRateControl,
+    AimdRateControlConfig,
+    NetworkStateEstimate,
+    RateControlState,
+)
 from gcc.bandwidth_usage import BandwidthUsage
 from gcc.inter_arrival_delta import InterArrivalDelta, compute_deltas_state
 from gcc.trendline_estimator import (
@@ -177,6 +182,14 @@ class DelayBasedBwe:
     def last_state(self) -> BandwidthUsage:
         """The detector state as of the last report."""
         return self._prev_state
+
+    def rate_control_state(self) -> RateControlState:
+        """The AIMD state machine's state (see AimdRateControl)."""
+        return self._rate_control.rate_control_state
+
+    def link_capacity_estimate_bps(self) -> int | None:
+        """AIMD's link capacity estimate; None while unknown."""
+        return self._rate_control.link_capacity_estimate_bps()
 
     def detector_trend_ratio(self) -> float:
         """The detector's last modified trend over its threshold (0 before the first).

@@ -35,6 +35,7 @@ from operator import le, sub
 import numpy as np
 
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
+from gcc.aimd_rate_control import RateControlState
 from gcc.bandwidth_usage import BandwidthUsage
 from gcc.delay_based_bwe import DelayBasedBwe
 from gcc.probe_bitrate_estimator import ProbeBitrateEstimator
@@ -131,6 +132,17 @@ class GoogCcNetworkController(Controller):
     def acked_bitrate_bps(self) -> int | None:
         """The acknowledged (received) rate GCC's decreases are based on; None before any."""
         return self._acked.bitrate()
+
+    @property
+    def rate_control_state(self) -> RateControlState:
+        """The delay-based AIMD's state: hold, increase or decrease."""
+        return self._delay_based_bwe.rate_control_state()
+
+    @property
+    def link_capacity_bps(self) -> int | None:
+        """The delay-based AIMD's link capacity estimate (throughput at past overuses);
+        None while unknown."""
+        return self._delay_based_bwe.link_capacity_estimate_bps()
 
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         out, self._pending_probes = self._pending_probes, []

@@ -9,11 +9,14 @@ rows, oldest first, flattened — GCC is stateful (its trendline spans about 20 
 its AIMD state remembers the last decrease), so a network that imitates it needs a history of
 its inputs and of its own previous rate, which is the ``prev_target`` column.
 
-The last three columns are GCC's own sensors (:func:`gcc_sensors`): its delay detector's verdict
-and trend-to-threshold ratio, and its acknowledged bitrate. They depend only on the reports
-(not on GCC's rate), and they are the state a 1 s window of raw delays cannot rebuild: the
-trendline spans about 20 packet groups and its threshold adapts over seconds. With only the raw
-features a closed-loop clone stalled 23 % more than GCC (see loki/LEARNING.md).
+The last five columns are GCC's own sensors (:func:`gcc_sensors`): its delay detector's verdict
+and trend-to-threshold ratio, its acknowledged bitrate, its AIMD state (hold / increase /
+decrease) and AIMD's link capacity estimate. They depend only on the reports (not on GCC's
+rate), and they are the state a 1 s window of raw delays cannot rebuild: the trendline spans
+about 20 packet groups and its threshold adapts over seconds, and whether GCC increases
+multiplicatively (capacity unknown) or additively (near a known capacity) depends on the
+throughput at overuses long past. With only the raw features a closed-loop clone stalled 23 %
+more than GCC (see loki/LEARNING.md).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ FEATURE_NAMES = (
     "delay_usage",  # the delay detector's verdict: -1 underusing, 0 normal, +1 overusing
     "delay_trend",  # the detector's modified trend over its adaptive threshold, in [-8, 8]
     "acked_rate",  # log2(1 + Mbps) of GCC's acknowledged-bitrate estimate (0 before one)
+    "rate_state",  # GCC's AIMD state after the report: -1 decrease, 0 hold, +1 increase
+    "link_capacity",  # log2(1 + Mbps) of AIMD's link capacity estimate (0 while unknown)
 )
 N_FEATURES = len(FEATURE_NAMES)
 OBS_SIZE = HISTORY * N_FEATURES
@@ -50,11 +55,13 @@ FEATURE_LOW = np.zeros(N_FEATURES, dtype=np.float32)
 FEATURE_LOW[FEATURE_NAMES.index("delay_gradient")] = -4.0
 FEATURE_LOW[FEATURE_NAMES.index("delay_usage")] = -1.0
 FEATURE_LOW[FEATURE_NAMES.index("delay_trend")] = -8.0
+FEATURE_LOW[FEATURE_NAMES.index("rate_state")] = -1.0
 FEATURE_HIGH = np.array(
-    [7.0, 7.0, 7.0, 30.0, 30.0, 4.0, 1.0, 30.0, 30.0, 4.0, 1.0, 8.0, 7.0], dtype=np.float32
+    [7.0, 7.0, 7.0, 30.0, 30.0, 4.0, 1.0, 30.0, 30.0, 4.0, 1.0, 8.0, 7.0, 1.0, 7.0],
+    dtype=np.float32,
 )
 #: Sensor values when no GCC runs beside the features (the emulator's generic Gym env).
-NO_SENSORS = (0.0, 0.0, 0.0)
+NO_SENSORS = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 _LOW = tuple(float(v) for v in FEATURE_LOW)
@@ -66,15 +73,19 @@ def _log_mbps(bps: float) -> float:
 
 
 _USAGE_SIGN = {0: 0.0, 1: -1.0, 2: 1.0}  # BandwidthUsage NORMAL, UNDERUSING, OVERUSING
+_STATE_SIGN = {0: 0.0, 1: 1.0, 2: -1.0}  # RateControlState HOLD, INCREASE, DECREASE
 
 
-def gcc_sensors(gcc: GoogCcNetworkController) -> tuple[float, float, float]:
+def gcc_sensors(gcc: GoogCcNetworkController) -> tuple[float, float, float, float, float]:
     """The sensor columns from a GCC that has seen the same reports."""
     acked = gcc.acked_bitrate_bps
+    link = gcc.link_capacity_bps
     return (
         _USAGE_SIGN[int(gcc.delay_usage)],
         gcc.delay_trend_ratio,
         0.0 if acked is None else _log_mbps(acked),
+        _STATE_SIGN[gcc.rate_control_state.value],
+        0.0 if link is None else _log_mbps(link),
     )
 
 
@@ -101,7 +112,7 @@ class FeatureBuilder:
         self,
         report: TransportFeedback,
         prev_target_bps: int,
-        sensors: tuple[float, float, float] = NO_SENSORS,
+        sensors: tuple[float, ...] = NO_SENSORS,
     ) -> np.ndarray:
         """Feature row of one report (also appended to the history); ``sensors``: gcc_sensors."""
         fb = report.feedback_time_us

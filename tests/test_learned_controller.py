@@ -157,6 +157,12 @@ def test_unknown_model_kind_is_refused(tmp_path):
         controller_from_model(path)
 
 
+def test_a_model_of_another_feature_set_is_refused_with_the_reason(tmp_path):
+    path = _write_model(tmp_path / "old.npz", "rl", OBS_SIZE - 20)
+    with pytest.raises(ValueError, match=f"takes {OBS_SIZE - 20} inputs.*retrain"):
+        controller_from_model(path)
+
+
 def test_learned_controllers_are_registered():
     names = controller_names()
     for n in ("gcc-clone", "rl", "loki", "hybrid"):

@@ -74,7 +74,13 @@ def test_rows_match_the_reference_and_history_shifts():
         fb.on_rtt(rtt)
         interval = 100_000 if prev_t is None else max(t - prev_t, 1_000)
         prev_t = t
-        sensors = (float(rng.choice([-1, 0, 1])), rng.uniform(-12, 12), rng.uniform(0, 8))
+        sensors = (
+            float(rng.choice([-1, 0, 1])),
+            rng.uniform(-12, 12),
+            rng.uniform(0, 8),
+            float(rng.choice([-1, 0, 1])),
+            rng.uniform(0, 8),
+        )
         want, base = _reference_row(report, prev, interval, base, rtt, sensors)
         got = fb.row(report, prev, sensors)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -116,11 +122,13 @@ def test_rows_are_clipped_to_the_feature_bounds(prev):
 
 
 def test_gcc_sensors_follow_the_detector_and_the_acked_rate():
-    """The sensor columns read GCC's detector and acked rate: overuse shows as +1 on a queue
-    that builds, and the acked rate approaches what was received."""
+    """The sensor columns read GCC's detector, acked rate and AIMD state: overuse shows as +1
+    on a queue that builds, the acked rate approaches what was received, and the overuse
+    gives AIMD a link capacity estimate."""
     gcc = GoogCcNetworkController()
-    assert gcc_sensors(gcc) == (0.0, 0.0, 0.0)
+    assert gcc_sensors(gcc) == (0.0, 0.0, 0.0, 0.0, 0.0)
     t_us, seq, saw_overuse = 0, 0, False
+    states: set[float] = set()
     for k in range(60):
         t_us += 100_000
         n = 25  # 25 x 1200 B per 100 ms: 2.4 Mbps offered
@@ -133,10 +141,23 @@ def test_gcc_sensors_follow_the_detector_and_the_acked_rate():
         )
         seq += n
         gcc.on_feedback(report)
-        usage, trend, acked = gcc_sensors(gcc)
+        usage, trend, acked, state, link = gcc_sensors(gcc)
         saw_overuse |= usage == 1.0 and trend > 1.0
+        states.add(state)
         if k == 29:
             assert usage == 0.0 and abs(trend) < 1.0
             assert 1.0 < acked < 2.0  # log2(1 + ~2.4 Mbps) = 1.77
+            # A steady queue: AIMD increases, and no overuse has set a capacity yet.
+            assert state == 1.0 and link == 0.0
     assert saw_overuse
-    assert FEATURE_NAMES[-3:] == ("delay_usage", "delay_trend", "acked_rate")
+    # The overuse made AIMD hold after its decrease, and set the capacity near the
+    # throughput it measured then (2.4 Mbps offered, less once the queue grows).
+    assert 0.0 in states
+    assert 0.5 < link < 2.0
+    assert FEATURE_NAMES[-5:] == (
+        "delay_usage",
+        "delay_trend",
+        "acked_rate",
+        "rate_state",
+        "link_capacity",
+    )

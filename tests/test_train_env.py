@@ -107,3 +107,25 @@ def test_frozen_share_counts_gaps_beyond_the_freeze_threshold_as_they_accrue():
     s.receiver.frame_delay_ms += [50.0, 50.0]
     s.now_us = 500_000
     assert meter.measure(1, 1).frozen_share == pytest.approx(0.5)
+
+
+def test_windows_that_carry_nothing_are_redrawn(paths, tmp_path, monkeypatch):
+    """A trace window without a single report (a long outage) has nothing to decide: reset()
+    draws another episode instead of failing the training run."""
+    import loki.train.env as env_module
+    from loki.train.data import EpisodeSpec
+    from traces.trace import Trace
+
+    outage = write_mahimahi(Trace("late", np.array([10_000])), tmp_path / "late.mahi")
+    live = EpisodeSpec(paths[0], 0, 20, 100, 0.0, 3.0, seed=1)
+    dead = EpisodeSpec(str(outage), 0, 20, 100, 0.0, 3.0, seed=1)  # nothing for 10 s
+    env = _env(paths)
+    with pytest.raises(env_module.NoDecisionError):
+        env.start(dead)
+    draws = iter([dead, dead, live])
+    monkeypatch.setattr(env_module, "draw_spec", lambda *a: next(draws))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (OBS_SIZE,) and env.spec == live
+    monkeypatch.setattr(env_module, "draw_spec", lambda *a: dead)
+    with pytest.raises(RuntimeError, match="in a row ended before their first decision"):
+        env.reset(seed=0)

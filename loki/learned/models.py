@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loki.api import ControllerConfig
+from loki.features import FEATURE_NAMES, HISTORY
 from loki.learned.controller import (
     HybridController,
     LearnedController,
@@ -90,6 +91,12 @@ def controller_from_model(
     """A fresh controller running the model in ``path``."""
     m = load_learned(str(Path(path).resolve()))
     cls = HybridController if m.kind == "hybrid" else RatioController
+    if m.guard_low is not None and m.guard_low.size != cls.obs_size:
+        raise ValueError(
+            f"{path}: the model takes {m.guard_low.size} inputs, but the observation has "
+            f"{cls.obs_size} ({len(FEATURE_NAMES)} features x {HISTORY} reports): it was "
+            "trained on another feature set; retrain it with 'loki train'"
+        )
     ctl = cls(
         config,
         policy=m.policy,

@@ -51,12 +51,18 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: loki/models/<name>)")
     p.add_argument("--clone", type=Path, help="clone model.npz for rl/loki/hybrid")
     p.add_argument(
+        "--log-std-init",
+        type=float,
+        help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
+        "defaults per model in their Args)",
+    )
+    p.add_argument(
         "--learner",
         help="loki: where the learner trunk starts: clone (default), rl, random, or a model.npz",
     )
     from loki.train.online import add_online_arguments
 
-    add_online_arguments(p)  # --logs DIR..., --from MODEL, --epochs, --stall-weight
+    add_online_arguments(p)  # --logs DIR..., --from MODEL, --epochs, --stall/change-weight
     p.set_defaults(func=cmd_train)
     return p
 
@@ -89,7 +95,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward(args: argparse.Namespace):
+    """The PPO trainings' reward: the defaults, with the weights given on the command line."""
+    from dataclasses import replace
+
+    from loki.train.env import Reward
+
+    given = {"stall": args.stall_weight, "change": getattr(args, "change_weight", None)}
+    for name, w in given.items():
+        if w is not None and not (w >= 0 and w < float("inf")):
+            raise ValueError(f"--{name}-weight must be a finite number >= 0, got {w}")
+    return replace(Reward(), **{k: v for k, v in given.items() if v is not None})
+
+
 def _train(args: argparse.Namespace, common: dict) -> Path:
+    if args.model != "clone":
+        common = {**common, "reward": _reward(args)}
+        if args.log_std_init is not None:
+            common["log_std_init"] = args.log_std_init
     if args.model == "clone":
         from loki.train.clone import CloneArgs, train
 

@@ -135,6 +135,14 @@ class IntervalMeter:
         return StepStats(dt_ms / 1000.0, util, frozen_share, excess_s, loss, change)
 
 
+#: Episodes drawn in a row without a single decision before reset() gives up.
+MAX_EMPTY_DRAWS = 100
+
+
+class NoDecisionError(RuntimeError):
+    """The episode's link delivered nothing that produced a feedback report."""
+
+
 def reward_of(stats: StepStats, w: Reward) -> float:
     return (
         stats.utilisation
@@ -185,7 +193,7 @@ class ControllerEnv(gym.Env):
         self.session = Session(self.controller, spec.link(), cfg)
         self.meter = IntervalMeter(self.session)
         if not self._advance():
-            raise RuntimeError("episode ended before the first decision")
+            raise NoDecisionError(f"{spec.trace_path}: no report in the episode")
         self.meter.measure(self.controller.target_bps, self.controller.target_bps)
         return self.controller.agent_observation()
 
@@ -201,8 +209,18 @@ class ControllerEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        spec = draw_spec(self.trace_paths, self._rng, self.episode_s, self.ranges)
-        return self.start(spec), {"trace": spec.trace_path}
+        # A window of a trace can carry nothing for a whole episode (a long outage): no report
+        # ever comes, so there is nothing to decide; draw another one.
+        for _ in range(MAX_EMPTY_DRAWS):
+            spec = draw_spec(self.trace_paths, self._rng, self.episode_s, self.ranges)
+            try:
+                return self.start(spec), {"trace": spec.trace_path}
+            except NoDecisionError:
+                continue
+        raise RuntimeError(
+            f"{MAX_EMPTY_DRAWS} episodes in a row ended before their first decision: do the "
+            "training traces carry any capacity?"
+        )
 
     def step(self, action):
         ctl, session, meter = self.controller, self.session, self.meter

@@ -13,8 +13,12 @@ Read top to bottom:
    0.73, w_r starting at 0.27: they sum to 1), fused = w_c * f_c + w_r * f_r, then the action
    head, initialised from the clone's head. With the learner a copy of the clone, the policy
    starts *exactly* as the clone: the long tail starts as safe as GCC, and PPO moves weight to
-   the learner only where the reward says so. Exploration noise starts small (log-std -2.3:
-   a std of 0.1 in log2 rate per decision) for the same reason.
+   the learner only where the reward says so. Exploration noise starts at the scale of the
+   clone's own moves (log-std -4.0: a std of 0.018 in log2 rate per decision; GCC's moves
+   have a median of 0.003 and a p90 of 0.011). With a std of 0.1, ten times GCC's moves,
+   PPO's mean-action steps (bounded by the KL target in units of the std) were larger
+   than the clone's increases, and the fused policy collapsed to holding its rate
+   (loki/LEARNING.md).
 3. Critic warm-up: for the first ``warmup_steps`` the actor is frozen and only the critic
    learns, so the first policy updates follow a critic that already knows the clone's value.
 4. PPO with the smoothness cost in the reward (|log2 rate change| per decision), export,
@@ -65,7 +69,7 @@ NAME = "loki"
 class LokiArgs(PpoArgs):
     steps: int = 300_000
     lr: float = 1e-4
-    log_std_init: float = -2.3
+    log_std_init: float = -4.0
     warmup_steps: int = 20_000
     target_kl: float | None = 0.02
     #: Where the learner trunk starts: "clone" (a copy of the clone's trunk), "rl" (the rl

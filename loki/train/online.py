@@ -250,6 +250,11 @@ def add_online_arguments(p) -> None:
     p.add_argument(
         "--stall-weight", type=float, help="reward's stall weight (default: the training reward's)"
     )
+    p.add_argument(
+        "--change-weight",
+        type=float,
+        help="reward's weight on |log2 rate change| per decision (rl, loki, hybrid; default 0.5)",
+    )
 
 
 def cmd_train_online(args) -> int:
