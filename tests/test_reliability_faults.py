@@ -106,15 +106,35 @@ def test_capacity_drop_10x(name: str) -> None:
         assert fig.stall_caused_s <= 6.0, fig
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "issue 7 bar not reached by the shipped models: several learned controllers settle "
-        "below 80 % of capacity or recover slower than GCC (table in bench/faults.py output)"
-    ),
-)
-@pytest.mark.parametrize("fault", [f.name for f in SCENARIOS])
-@pytest.mark.parametrize("name", LEARNED)
+#: (controller, fault) pairs where the shipped models do not reach issue 7's recovery bar
+#: (measured; bench/faults.py prints the table): strict, so a fix shows up as a failure here.
+NOT_REACHED = {
+    ("gcc-clone", "outage-5s"),
+    ("gcc-clone", "loss-30pct-3s"),
+    ("rl", "feedback-blackout-2s"),
+    ("rl", "rtt-40ms-to-1s"),
+    ("hybrid", "rtt-40ms-to-1s"),
+    ("hybrid", "capacity-drop-10x"),
+    ("loki", "outage-5s"),
+    ("loki", "loss-30pct-3s"),
+    ("loki", "rtt-40ms-to-1s"),
+}
+
+
+def _recovery_cases() -> list:
+    cases = []
+    for name in LEARNED:
+        for f in SCENARIOS:
+            marks = ()
+            if (name, f.name) in NOT_REACHED:
+                marks = pytest.mark.xfail(
+                    strict=True, reason="issue 7 bar not reached: recovers slower than GCC"
+                )
+            cases.append(pytest.param(name, f.name, marks=marks, id=f"{name}-{f.name}"))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "fault"), _recovery_cases())
 def test_learned_recovers_no_slower_than_gcc(name: str, fault: str) -> None:
     ours = figures(name, fault)
     ref = figures("gcc", fault)
