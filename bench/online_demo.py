@@ -84,14 +84,22 @@ def make_family(root: Path) -> tuple[Path, Path, Path]:
 
 
 def collect_round(
-    model: str, traces: list[str], out: Path, sessions: int, seed: int, workers: int
+    model: str,
+    traces: list[str],
+    out: Path,
+    sessions: int,
+    seed: int,
+    workers: int,
+    explore_std: float = 0.02,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     jobs = []
     for k in range(sessions):
         spec = draw_spec(traces, rng, 30.0, LinkRanges())
-        jobs.append((spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), 0.1, seed * 100_000 + k))
+        jobs.append(
+            (spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), explore_std, seed * 100_000 + k)
+        )
     with Executor(workers) as ex:
         ex.map(log_emulated_session, jobs)
 
@@ -118,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stall-weight", type=float, default=Reward().stall)
+    p.add_argument(
+        "--explore-std",
+        type=float,
+        default=0.02,
+        help="exploration noise of the logged sessions, log2 rate per decision (default: about "
+        "the shipped loki's own at the end of its training, 0.018)",
+    )
     args = p.parse_args(argv)
     out = args.out
     collect, held, gate = make_family(out / "family")
@@ -129,7 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     log_dirs: list[Path] = []
     for r in range(args.rounds):
         logs = out / f"logs/round{r}"
-        collect_round(current, collect_traces, logs, args.sessions, args.seed + r, args.workers)
+        collect_round(
+            current,
+            collect_traces,
+            logs,
+            args.sessions,
+            args.seed + r,
+            args.workers,
+            args.explore_std,
+        )
         log_dirs.append(logs)
         new = out / f"models/round{r}/model.npz"
         fig = train_online(
