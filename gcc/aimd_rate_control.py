@@ -183,6 +183,11 @@ class AimdRateControl:
         """True once a start rate, a probe, a throughput or an overuse has set the estimate."""
         return self._bitrate_is_initialized
 
+    def raise_estimate_to(self, bitrate_bps: int) -> None:
+        """Raise the current estimate to ``bitrate_bps`` if it is below (never lowers it)."""
+        if self._current_bitrate_bps < bitrate_bps:
+            self._current_bitrate_bps = bitrate_bps
+
     @property
     def rate_control_state(self) -> RateControlState:
         """Hold, increase or decrease: the state machine the detector's verdicts drive."""

@@ -183,6 +183,10 @@ class DelayBasedBwe:
         """The detector state as of the last report."""
         return self._prev_state
 
+    def raise_estimate_to(self, bitrate_bps: int) -> None:
+        """AIMD's estimate raised to ``bitrate_bps`` if below (see AimdRateControl)."""
+        self._rate_control.raise_estimate_to(bitrate_bps)
+
     def rate_control_state(self) -> RateControlState:
         """The AIMD state machine's state (see AimdRateControl)."""
         return self._rate_control.rate_control_state

@@ -117,6 +117,19 @@ class GoogCcNetworkController(Controller):
     def target_bps(self) -> int:
         return self._target_bps
 
+    def assume_target(self, rate_bps: int) -> None:
+        """Continue as if GCC itself had chosen ``rate_bps``: its loss-based target becomes
+        ``rate_bps`` and the delay-based (AIMD) estimate and limit are raised to it if below.
+
+        Not in libwebrtc. DAgger with GCC as a stateful teacher needs it: the label for a
+        state the learner reached must be *GCC's decision from that state*, not the target
+        of a GCC that drifted along its own trajectory (loki/train/clone.py). On GCC's own
+        trajectory (target = loss-based target <= AIMD estimate) it changes nothing.
+        """
+        self._bwe.assume_target(rate_bps)
+        self._delay_based_bwe.raise_estimate_to(rate_bps)
+        self._target_bps = self._clamped(self._bwe.target_rate())
+
     # -- sensors (read-only views of what GCC measured, for learned controllers) ---------------
     @property
     def delay_usage(self) -> BandwidthUsage:

@@ -267,6 +267,13 @@ class SendSideBandwidthEstimation:
 
     # --- outputs -------------------------------------------------------------------------
 
+    def assume_target(self, bitrate_bps: int) -> None:
+        """Continue from ``bitrate_bps`` as the current target, with the delay-based limit
+        raised to it if below (not part of libwebrtc: imitation learning, see GoogCc)."""
+        self.current_target_bps = bitrate_bps
+        if self._delay_based_limit_bps < bitrate_bps:
+            self._delay_based_limit_bps = bitrate_bps
+
     def target_rate(self) -> int:
         """The loss-based target, capped by the receiver limit, floored at the configured min."""
         target = self.current_target_bps

@@ -107,3 +107,21 @@ def test_deterministic_for_a_seed(seed):
     _, b, db = run(trace, 10, queue_packets=60, loss=0.02, seed=seed)
     assert a.qoe == b.qoe
     assert np.array_equal(da, db)
+
+
+def test_assume_target_continues_from_the_given_rate():
+    """Imitation learning's hook: after assume_target(r) GCC's target is r (clamped to the
+    configured bounds); on its own target it changes nothing."""
+    ctl = GoogCcNetworkController()
+    run(constant(3e6, 20_000), 10, queue_packets=200, controller=ctl)
+    own = ctl.target_bps
+    ctl.assume_target(own)
+    assert ctl.target_bps == own
+    # Far below and far above the current estimate: the target follows, and the AIMD
+    # estimate is raised (never lowered) so the delay-based limit does not undo it.
+    ctl.assume_target(own // 4)
+    assert ctl.target_bps == own // 4
+    ctl.assume_target(2 * own)
+    assert ctl.target_bps == 2 * own
+    ctl.assume_target(10**12)
+    assert ctl.target_bps == ctl.config.max_bps

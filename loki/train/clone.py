@@ -107,19 +107,11 @@ def sync_gcc_rate(gcc: GoogCcNetworkController, rate_bps: int) -> None:
     clone is in*, not the target of a GCC that has drifted along its own trajectory (which
     the clone cannot observe: its labels would say "jump to 1.5 Mbps" from a 60 kbps state,
     and the clone learns runaway jumps). GCC's rate state is its loss-based target, capped by
-    the delay-based (AIMD) estimate; the target is set to the clone's rate and the AIMD
-    estimate raised to it if below. On GCC's own trajectory (target = loss-based target <=
-    AIMD estimate) this changes nothing, so iteration 0 is GCC exactly. Training-time only:
-    it reaches into GCC's estimators' state.
+    the delay-based (AIMD) estimate: :meth:`GoogCcNetworkController.assume_target` sets the
+    target to the clone's rate and raises the AIMD estimate to it if below. On GCC's own
+    trajectory this changes nothing, so iteration 0 is GCC exactly.
     """
-    bwe = gcc._bwe
-    bwe.current_target_bps = rate_bps
-    aimd = gcc._delay_based_bwe._rate_control
-    if aimd._current_bitrate_bps < rate_bps:
-        aimd._current_bitrate_bps = rate_bps
-    if bwe._delay_based_limit_bps < rate_bps:
-        bwe._delay_based_limit_bps = rate_bps
-    gcc._target_bps = gcc.config.clamp(bwe.target_rate())
+    gcc.assume_target(rate_bps)
 
 
 def collect_episode(job: tuple[EpisodeSpec, dict | None, float, int]):
