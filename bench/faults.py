@@ -200,12 +200,12 @@ class FaultSession(Session):
         )
         super().__init__(controller, link, SessionConfig(duration_s=fault.session_s, seed=seed))
         self.fault = fault
-        stages = list(self._uplink.stages)
+        stages = list(self.uplink.stages)
         if fault.loss > 0:
             stages.insert(0, LossWindow(start_ms, end_ms, fault.loss, seed=seed + 1))
         if fault.extra_delay_ms > 0:
             stages.append(DelayWindow(start_ms, end_ms, fault.extra_delay_ms))
-        self._uplink = StagePath(stages)
+        self.use_uplink(StagePath(stages))
         self.bad_targets = 0
         self.targets: list[tuple[int, int]] = [(0, controller.target_bps)]
         self._check_target()

@@ -24,8 +24,8 @@ runs the pace events that would be popped next anyway back to back, straight int
 compiled link stages and the send history (numpy tables, see :mod:`loki.emu.receiver`);
 :meth:`Receiver.deliver` hands arrivals to the compiled receiver in batches. Only events that
 involve the encoder or the controller, and the periodic ones, go through the Python loop. A
-session whose uplink is not the standard loss/link/delay chain (a subclass may put Python stages
-in ``_uplink``) sends through :meth:`Path.send` packet by packet instead, with the same rules.
+session whose uplink is not the standard loss/link/delay chain (:meth:`Session.use_uplink`, for
+fault injection) sends through :meth:`Path.send` packet by packet instead, with the same rules.
 """
 
 from __future__ import annotations
@@ -683,6 +683,18 @@ class Session:
             self.controller.on_loss_report(lost, expected, now_us)
             self._set_target(self.controller.target_bps, now_us)
         return False
+
+    @property
+    def uplink(self) -> Path:
+        """The media path the session sends through (see :meth:`use_uplink`)."""
+        return self._uplink
+
+    def use_uplink(self, path: Path) -> None:
+        """Send media through ``path`` instead of the link's standard chain: fault injection
+        wraps :attr:`uplink`'s stages in extra ones (a loss burst, a delay step). Call it
+        before the first step. Stages that are not compiled are sent through packet by
+        packet (:meth:`Path.send`), with the same rules, more slowly."""
+        self._uplink = path
 
     def step(self) -> bool:
         """Advance to just after the next controller decision; False once the session is over."""
