@@ -156,7 +156,7 @@ def _run_both_send_paths(controller: str, trace, duration_s: float, **link):
     for generic in (False, True):
         s = session(trace, controller=controller, duration_s=duration_s, seed=5, **link)
         if generic:
-            s._uplink = Path(list(s._uplink.stages))  # same stages, not the standard object
+            s.use_uplink(Path(list(s.uplink.stages)))  # same stages, not the standard object
         s.run()
         sessions.append(s)
     return sessions
