@@ -51,6 +51,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: loki/models/<name>)")
     p.add_argument("--clone", type=Path, help="clone model.npz for rl/loki/hybrid")
     p.add_argument(
+        "--small-move-eps",
+        type=float,
+        help="clone: weight each report by 1 / (|label| + EPS) in the fit (default: plain MSE)",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -116,7 +121,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     if args.model == "clone":
         from loki.train.clone import CloneArgs, train
 
-        return train(CloneArgs(**common))
+        extra = {} if args.small_move_eps is None else {"small_move_eps": args.small_move_eps}
+        return train(CloneArgs(**common, **extra))
     if args.model == "rl":
         from loki.train.rl import RlArgs, train
 
