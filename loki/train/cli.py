@@ -121,7 +121,10 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     if args.model == "clone":
         from loki.train.clone import CloneArgs, train
 
-        extra = {} if args.small_move_eps is None else {"small_move_eps": args.small_move_eps}
+        eps = args.small_move_eps
+        if eps is not None and not (eps > 0 and eps < float("inf")):
+            raise ValueError(f"--small-move-eps must be a finite number > 0, got {eps}")
+        extra = {} if eps is None else {"small_move_eps": eps}
         return train(CloneArgs(**common, **extra))
     if args.model == "rl":
         from loki.train.rl import RlArgs, train

@@ -1,0 +1,39 @@
+"""``loki train`` options that shape training: reward weights, exploration, the clone's fit.
+Bad values end with one clear line and exit status 2, before any training starts."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+import pytest
+
+from loki.cli import main
+from loki.train.cli import _reward
+from loki.train.env import Reward
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "rl", "--change-weight", "-1"], "--change-weight must be"),
+        (["train", "loki", "--stall-weight", "nan"], "--stall-weight must be"),
+        (["train", "hybrid", "--change-weight", "inf"], "--change-weight must be"),
+        (["train", "clone", "--small-move-eps", "0"], "--small-move-eps must be"),
+        (["train", "clone", "--small-move-eps", "-0.5"], "--small-move-eps must be"),
+    ],
+)
+def test_bad_training_options_are_refused_before_training(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_reward_weights_from_the_command_line_replace_only_what_is_given() -> None:
+    default = Reward()
+    assert _reward(Namespace(stall_weight=None, change_weight=None)) == default
+    got = _reward(Namespace(stall_weight=12.0, change_weight=0.0))
+    assert (got.stall, got.change) == (12.0, 0.0)
+    assert (got.delay, got.loss) == (default.delay, default.loss)
