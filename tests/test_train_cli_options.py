@@ -20,6 +20,10 @@ from loki.train.env import Reward
         (["train", "hybrid", "--change-weight", "inf"], "--change-weight must be"),
         (["train", "clone", "--small-move-eps", "0"], "--small-move-eps must be"),
         (["train", "clone", "--small-move-eps", "-0.5"], "--small-move-eps must be"),
+        (
+            ["train", "online", "--change-weight", "-1", "--logs", "l", "--from", "m.npz"],
+            "--change-weight must be",
+        ),
     ],
 )
 def test_bad_training_options_are_refused_before_training(

@@ -101,12 +101,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _reward(args: argparse.Namespace):
-    """The PPO trainings' reward: the defaults, with the weights given on the command line."""
+    """The training reward (PPO and online): the defaults, with the weights given on the
+    command line."""
     from dataclasses import replace
 
     from loki.train.env import Reward
 
-    given = {"stall": args.stall_weight, "change": getattr(args, "change_weight", None)}
+    given = {
+        "stall": getattr(args, "stall_weight", None),
+        "change": getattr(args, "change_weight", None),
+    }
     for name, w in given.items():
         if w is not None and not (w >= 0 and w < float("inf")):
             raise ValueError(f"--{name}-weight must be a finite number >= 0, got {w}")
