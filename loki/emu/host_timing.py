@@ -76,14 +76,11 @@ class MahimahiHostTiming:
 def _next_opportunity(trace: Trace) -> Callable[[int], int]:
     """``f(now_ms)``: the first delivery opportunity after ``now_ms`` on the looped trace."""
     ops = trace.opportunities_ms
-    period = trace.period_ms
+    period = trace.period_ms  # == ops[-1] > rem below, so an opportunity after rem always exists
 
     def f(now_ms: int) -> int:
         loops, rem = divmod(now_ms, period)
-        i = int(np.searchsorted(ops, rem, side="right"))
-        if i == ops.size:
-            return (loops + 1) * period + int(ops[np.searchsorted(ops, 0, side="right")])
-        return loops * period + int(ops[i])
+        return loops * period + int(ops[np.searchsorted(ops, rem, side="right")])
 
     return f
 
