@@ -8,7 +8,7 @@ from argparse import Namespace
 import pytest
 
 from loki.cli import main
-from loki.train.cli import _reward
+from loki.train.cli import reward_from_args
 from loki.train.env import Reward
 
 
@@ -37,7 +37,7 @@ def test_bad_training_options_are_refused_before_training(
 
 def test_reward_weights_from_the_command_line_replace_only_what_is_given() -> None:
     default = Reward()
-    assert _reward(Namespace(stall_weight=None, change_weight=None)) == default
-    got = _reward(Namespace(stall_weight=12.0, change_weight=0.0))
+    assert reward_from_args(Namespace(stall_weight=None, change_weight=None)) == default
+    got = reward_from_args(Namespace(stall_weight=12.0, change_weight=0.0))
     assert (got.stall, got.change) == (12.0, 0.0)
     assert (got.delay, got.loss) == (default.delay, default.loss)

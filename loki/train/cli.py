@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parser is built on every `loki` start: no training imports then
+    from loki.train.env import Reward
 
 MODELS = ("clone", "rl", "loki", "hybrid")
 #: Defaults of --steps per model (the full pipeline fits in an hour on 2 cores).
@@ -100,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reward(args: argparse.Namespace):
+def reward_from_args(args: argparse.Namespace) -> Reward:
     """The training reward (PPO and online): the defaults, with the weights given on the
     command line."""
     from dataclasses import replace
@@ -119,7 +123,7 @@ def _reward(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace, common: dict) -> Path:
     if args.model != "clone":
-        common = {**common, "reward": _reward(args)}
+        common = {**common, "reward": reward_from_args(args)}
         if args.log_std_init is not None:
             common["log_std_init"] = args.log_std_init
     if args.model == "clone":

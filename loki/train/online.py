@@ -259,7 +259,7 @@ def add_online_arguments(p) -> None:
 
 def cmd_train_online(args) -> int:
     """``loki train online``: needs --logs, --from and --out."""
-    from loki.train.cli import _reward
+    from loki.train.cli import reward_from_args
 
     if not args.logs or not args.from_model or not args.out:
         raise SystemExit("loki train online needs --logs DIR..., --from MODEL and --out MODEL")
@@ -270,7 +270,7 @@ def cmd_train_online(args) -> int:
         seed=args.seed,
         epochs=getattr(args, "epochs", EPOCHS),
         ray_address=args.ray_address,
-        reward=_reward(args),
+        reward=reward_from_args(args),
     )
     print(json.dumps(figures, indent=1))
     return 0
