@@ -5,7 +5,8 @@ bounds, and frames rendered again at the end (no silent stall). GCC must also me
 from its measured figures (seed 0: outage recovery 17 s with 10.8 s of stall; 10x drop cut in
 1.1 s, recovery 47 s; 30 % loss cut in 1.0 s, recovery 6 s; RTT jump recovery 0 s) with a
 margin, tight enough that a controller that does not react (``fixed``) or never comes back
-fails them. Learned controllers must recover no slower than GCC.
+fails them. Learned controllers must recover no slower than GCC; they run as shipped, with the
+fault floor (GCC's target as a floor after a detected fault).
 """
 
 from __future__ import annotations
@@ -106,17 +107,21 @@ def test_capacity_drop_10x(name: str) -> None:
         assert fig.stall_caused_s <= 6.0, fig
 
 
-#: (controller, fault) pairs where the shipped models do not reach issue 7's recovery bar
-#: (measured; bench/faults.py prints the table): strict, so a fix shows up as a failure here.
+#: (controller, fault) pairs where the shipped models, with the fault floor
+#: (loki/learned/fault_floor.py), do not reach issue 7's recovery bar (measured; bench/faults.py
+#: prints the table): strict, so a fix shows up as a failure here. Why, per case (session 4):
+#: the clone ramps up more slowly than GCC after the outage and stays above the GCC beside it,
+#: so the floor never binds (17.0 s vs 13.0 s); rl comes back 1.02 s after the blackout (slack
+#: 1.0 s); after the RTT jump, the guard refuses the 960 ms delay drop and falls back to the GCC
+#: beside the network, which sits lower than GCC alone does (rl 2.5 s, loki 3.6 s, GCC 0 s);
+#: hybrid scales the GCC beside it, whose own cut at the RTT jump and slower climb after the 10x
+#: drop are no fault the floor detects (25.6 s vs 0 s; 51.0 s vs 47.4 s).
 NOT_REACHED = {
     ("gcc-clone", "outage-5s"),
-    ("gcc-clone", "loss-30pct-3s"),
     ("rl", "feedback-blackout-2s"),
     ("rl", "rtt-40ms-to-1s"),
     ("hybrid", "rtt-40ms-to-1s"),
     ("hybrid", "capacity-drop-10x"),
-    ("loki", "outage-5s"),
-    ("loki", "loss-30pct-3s"),
     ("loki", "rtt-40ms-to-1s"),
 }
 

@@ -3,7 +3,8 @@
 Every learned controller builds the observation of :mod:`loki.features` from each feedback
 report and asks its network for an action in [-1, 1]. A GCC instance runs in parallel on the
 same inputs (reports, RTT, RR loss, process ticks): its estimate is what the controller falls
-back to when :class:`~loki.learned.guard.InputGuard` refuses an observation, and its probe
+back to when :class:`~loki.learned.guard.InputGuard` refuses an observation and the floor under
+the target while :class:`~loki.learned.fault_floor.FaultFloor` sees a network fault, and its probe
 requests go to the pacer (probing is GCC's job here; the networks see the probe results in
 their features).
 
@@ -18,7 +19,8 @@ Two ways an action sets the rate:
   next pick.
 
 With ``policy=None`` the controller waits for :meth:`LearnedController.apply_action` after each
-decision report: that is how the training environment drives the very same object.
+decision report: that is how the training environment drives the very same object. Such a
+controller has no fault floor unless given one, so the networks learn on their own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
 from loki.features import OBS_SIZE, FeatureBuilder, gcc_sensors
+from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.policies import ACTION_HIGH, ACTION_LOW
 
@@ -65,6 +68,7 @@ class LearnedController(Controller):
         policy: Policy | None = None,
         normalize: Normalize | None = None,
         guard: InputGuard | None = None,
+        fault_floor: FaultFloor | None = None,
     ) -> None:
         super().__init__(config)
         self.gcc = GoogCcNetworkController(self.config)
@@ -72,6 +76,8 @@ class LearnedController(Controller):
         self.policy = policy
         self.normalize = normalize
         self.guard = guard or InputGuard()
+        self.fault_floor = fault_floor
+        self._now_us = 0
         self._target_bps = self.gcc.target_bps
         self._reports = 0
         self.obs: np.ndarray = np.zeros(self.obs_size, dtype=np.float32)
@@ -87,7 +93,9 @@ class LearnedController(Controller):
 
     @property
     def fallbacks(self) -> int:
-        return self.guard.fallbacks
+        """Decisions that took GCC's estimate instead of the network's (guard or fault floor)."""
+        floored = self.fault_floor.floored if self.fault_floor is not None else 0
+        return self.guard.fallbacks + floored
 
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         return self.gcc.pop_probe_clusters()
@@ -99,14 +107,21 @@ class LearnedController(Controller):
 
     def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
         self.gcc.on_loss_report(packets_lost, packets_expected, at_us)
+        if self.fault_floor is not None:
+            self.fault_floor.on_loss_report(packets_lost, packets_expected, at_us, self.target_bps)
 
     def on_process_interval(self, at_us: int) -> None:
         self.gcc.on_process_interval(at_us)
+        if self.fault_floor is not None:
+            self.fault_floor.on_tick(at_us, self.target_bps)
 
     def on_feedback(self, report: TransportFeedback) -> int:
         self.gcc.on_feedback(report)
         if len(report) == 0:
             return self.target_bps
+        self._now_us = report.feedback_time_us
+        if self.fault_floor is not None:
+            self.fault_floor.on_report(self._now_us, self.target_bps)
         self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
         self._reports += 1
         if (self._reports - 1) % self.every_reports:
@@ -134,18 +149,31 @@ class LearnedController(Controller):
         """Take the network's action for the latest decision report (None: fall back)."""
         self.awaiting_action = False
         self.decisions += 1
+        floor = self.fault_floor
         if action is None or not self.admitted or not self.guard.admit_action(action):
+            if floor is not None:
+                floor.on_refused(self._now_us, self.target_bps)
             self._fall_back()
         else:
             a = min(max(float(action), ACTION_LOW), ACTION_HIGH)
             self.last_action = a
+            previous = self.target_bps
             self._act(a)
+            if floor is not None:
+                proposed = self.target_bps
+                floored = floor.floor_bps(previous, proposed, self.gcc.target_bps, self._now_us)
+                if floored != proposed:
+                    self._raise_to(floored)
         return self.target_bps
 
     def _act(self, action: float) -> None:
         raise NotImplementedError
 
     def _fall_back(self) -> None:
+        raise NotImplementedError
+
+    def _raise_to(self, target_bps: int) -> None:
+        """Set the target to the fault floor's ``target_bps`` (above the network's)."""
         raise NotImplementedError
 
 
@@ -159,6 +187,9 @@ class RatioController(LearnedController):
 
     def _fall_back(self) -> None:
         self._target_bps = self.gcc.target_bps
+
+    def _raise_to(self, target_bps: int) -> None:
+        self._target_bps = target_bps
 
 
 class HybridController(LearnedController):
@@ -185,3 +216,8 @@ class HybridController(LearnedController):
 
     def _fall_back(self) -> None:
         self._scale_log2 = 0.0
+
+    def _raise_to(self, target_bps: int) -> None:
+        # The scale that gives ``target_bps`` now (GCC's estimate moves it until the next pick).
+        gcc_bps = max(self.gcc.target_bps, 1)
+        self._scale_log2 = min(float(np.log2(target_bps / gcc_bps)), ACTION_HIGH)

@@ -25,6 +25,7 @@ from loki.learned.controller import (
     Policy,
     RatioController,
 )
+from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.policies import FusionPolicy, MlpPolicy
 from loki.nn import Normalizer, load_model
@@ -86,9 +87,16 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
 
 
 def controller_from_model(
-    path: str | os.PathLike[str], config: ControllerConfig | None = None, *, name: str = ""
+    path: str | os.PathLike[str],
+    config: ControllerConfig | None = None,
+    *,
+    name: str = "",
+    fault_floor: bool = True,
 ) -> LearnedController:
-    """A fresh controller running the model in ``path``."""
+    """A fresh controller running the model in ``path``, with GCC's floor through faults.
+
+    ``fault_floor=False`` runs the network alone (to measure what the floor changes).
+    """
     m = load_learned(str(Path(path).resolve()))
     cls = HybridController if m.kind == "hybrid" else RatioController
     if m.guard_low is not None and m.guard_low.size != cls.obs_size:
@@ -102,6 +110,7 @@ def controller_from_model(
         policy=m.policy,
         normalize=m.normalize,
         guard=InputGuard(m.guard_low, m.guard_high),
+        fault_floor=FaultFloor() if fault_floor else None,
     )
     ctl.name = name or m.kind  # type: ignore[misc]
     return ctl

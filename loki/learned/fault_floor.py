@@ -1,0 +1,139 @@
+"""GCC's estimate as a floor for a learned controller through a network fault and its recovery.
+
+A network knows the conditions it was trained on. Faults are rare there and their aftermath
+rarer: measured in ``bench/faults.py`` (session 3), the learned controllers cut too deep or came
+back slower than GCC after a 5 s outage, a 30 % loss burst or an RTT jump from 40 ms to 1 s (``rl``
+held 30 kbps for 10 s on a 3 Mbps link because it read the 960 ms delay step as congestion). GCC's
+rules were written for exactly those events, so while one is under way and until GCC has
+climbed back, the controller's target never goes below GCC's. Elsewhere the network is free:
+the floor costs nothing where the networks do well.
+
+OnRL (MobiCom'20) switches from its learned policy to a rule-based one when the policy behaves
+abnormally, and back when things are normal again; this floor is that idea made narrow: it only
+raises the target, and only from a detected fault until GCC's recovery.
+
+A fault is detected when any of these holds (each threshold is a figure GCC itself uses, or a
+margin far outside normal operation):
+
+* no feedback report for :data:`FEEDBACK_GAP_US` (an outage or a feedback blackout; the
+  receiver reports every 100 ms);
+* a receiver report with more than :data:`HIGH_LOSS_SHARE` loss (GCC's own high-loss threshold,
+  above which it cuts its rate);
+* the input guard refused the observation (inputs outside the training range);
+* the network's target fell below :data:`COLLAPSE_SHARE` of GCC's (the network is acting far from
+  the reference; the threshold is loose on purpose, so normal caution stays the network's).
+
+While a fault is under way (a detection less than :data:`QUIET_US` ago) the network handles
+it: cutting deeper than GCC is caution, not harm, so the floor is only
+:data:`COLLAPSE_SHARE` of the reference. Once the fault is over, the floor is the reference
+itself, until the controller's target is back to :data:`RECOVERED_SHARE` of what it was when the
+fault began and at least :data:`HOLD_US` after the last detection; it lapses
+:data:`MAX_FLOOR_US` after the last detection in any case (a lasting capacity drop is not a fault
+to wait out). The reference is GCC's target, but never above the controller's own target when
+the fault began: GCC runs beside the network without setting the send rate, so its estimate may
+sit above what was being sent, and a fault is no reason to send more.
+"""
+
+from __future__ import annotations
+
+#: No feedback for this long is an outage or a blackout (ten report intervals).
+FEEDBACK_GAP_US = 1_000_000
+#: A receiver report with more than this share of packets lost (GCC's high-loss threshold).
+HIGH_LOSS_SHARE = 0.10
+#: A network target below this share of GCC's is a collapse.
+COLLAPSE_SHARE = 0.25
+#: A fault is over when nothing was detected for this long.
+QUIET_US = 1_000_000
+#: The floor lasts at least this long after the last detection.
+HOLD_US = 5_000_000
+#: The controller has recovered at this share of its target at the fault's start.
+RECOVERED_SHARE = 0.9
+#: The floor lapses this long after the last detection, recovered or not.
+MAX_FLOOR_US = 60_000_000
+
+
+class FaultFloor:
+    """Detects faults from the controller's inputs; says when GCC's target is the floor."""
+
+    __slots__ = (
+        "_last_fault_us",
+        "_last_report_us",
+        "_onset_bps",
+        "causes",
+        "faults",
+        "floored",
+    )
+
+    def __init__(self) -> None:
+        self._last_report_us: int | None = None
+        self._last_fault_us: int | None = None
+        self._onset_bps = 0
+        #: Fault detections that started a floor.
+        self.faults = 0
+        #: Decisions whose target the floor raised.
+        self.floored = 0
+        #: Detections by cause (every one, also while a floor holds).
+        self.causes: dict[str, int] = {"gap": 0, "loss": 0, "guard": 0, "collapse": 0}
+
+    # -- detection ------------------------------------------------------------------------------
+    def _fault(self, cause: str, at_us: int, target_bps: int) -> None:
+        self.causes[cause] += 1
+        if self._last_fault_us is None:
+            self.faults += 1
+            self._onset_bps = target_bps
+        self._last_fault_us = at_us
+
+    def on_report(self, at_us: int, target_bps: int) -> None:
+        """A non-empty feedback report arrived (``target_bps``: the controller's target)."""
+        self.on_tick(at_us, target_bps)
+        self._last_report_us = at_us
+
+    def on_tick(self, at_us: int, target_bps: int) -> None:
+        """Time passes (the controller's process interval): checks for a feedback gap."""
+        last = self._last_report_us
+        if last is not None and at_us - last >= FEEDBACK_GAP_US:
+            self._fault("gap", at_us, target_bps)
+
+    def on_loss_report(self, lost: int, expected: int, at_us: int, target_bps: int) -> None:
+        if expected > 0 and lost > HIGH_LOSS_SHARE * expected:
+            self._fault("loss", at_us, target_bps)
+
+    def on_refused(self, at_us: int, target_bps: int) -> None:
+        """The input guard refused an observation."""
+        self._fault("guard", at_us, target_bps)
+
+    # -- the floor ------------------------------------------------------------------------------
+    def floor_bps(self, previous_bps: int, proposed_bps: int, gcc_bps: int, at_us: int) -> int:
+        """The target to use after a decision: ``proposed_bps``, or the floor where it holds.
+
+        ``previous_bps`` is the target before the decision (where a collapse starts from).
+        """
+        if proposed_bps < COLLAPSE_SHARE * gcc_bps:
+            self._fault("collapse", at_us, previous_bps)
+        if not self.active(proposed_bps, at_us):
+            return proposed_bps
+        floor = min(gcc_bps, self._onset_bps)
+        if self.under_way(at_us):
+            floor = round(COLLAPSE_SHARE * floor)
+        if proposed_bps < floor:
+            self.floored += 1
+            return floor
+        return proposed_bps
+
+    def under_way(self, at_us: int) -> bool:
+        """Whether a fault is being detected now (as opposed to recovered from)."""
+        last = self._last_fault_us
+        return last is not None and at_us - last < QUIET_US
+
+    def active(self, target_bps: int, at_us: int) -> bool:
+        """Whether the floor holds now (ends it when its time is up)."""
+        last = self._last_fault_us
+        if last is None:
+            return False
+        since = at_us - last
+        if since < HOLD_US:
+            return True
+        if since < MAX_FLOOR_US and target_bps < RECOVERED_SHARE * self._onset_bps:
+            return True
+        self._last_fault_us = None
+        return False
