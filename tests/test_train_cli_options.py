@@ -41,3 +41,19 @@ def test_reward_weights_from_the_command_line_replace_only_what_is_given() -> No
     got = reward_from_args(Namespace(stall_weight=12.0, change_weight=0.0))
     assert (got.stall, got.change) == (12.0, 0.0)
     assert (got.delay, got.loss) == (default.delay, default.loss)
+
+
+def test_split_seed_fixes_the_validation_links_across_run_seeds() -> None:
+    from loki.train.ppo import PpoArgs, seed_text, split_traces, validation_specs
+
+    def links(args: PpoArgs):
+        fit, val = split_traces(args)
+        return fit, val, validation_specs(args, val)
+
+    same_a = links(PpoArgs(seed=0))
+    same_b = links(PpoArgs(seed=3, split_seed=0))
+    other = links(PpoArgs(seed=3))
+    assert same_a == same_b
+    assert other[1] != same_a[1] and other[2] != same_a[2]
+    assert seed_text(PpoArgs(seed=3, split_seed=0)).endswith("from seed 0.")
+    assert seed_text(PpoArgs(seed=3)) == "Seed 3."

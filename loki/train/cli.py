@@ -50,6 +50,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=_positive_int, help="decisions to train on (see DEFAULT_STEPS)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        help="rl/loki/hybrid: seed of the fit/validation split and the validation links "
+        "(default: --seed); give several seeds one split seed to compare them on the same links",
+    )
     p.add_argument("--workers", type=_positive_int, default=1, help="local rollout processes")
     p.add_argument("--ray-address", help="collect rollouts on this Ray cluster ('auto', host:port)")
     p.add_argument("--out", type=Path, help="output folder (default: loki/models/<name>)")
@@ -126,6 +132,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
         common = {**common, "reward": reward_from_args(args)}
         if args.log_std_init is not None:
             common["log_std_init"] = args.log_std_init
+        if args.split_seed is not None:
+            common["split_seed"] = args.split_seed
     if args.model == "clone":
         from loki.train.clone import CloneArgs, train
 

@@ -36,7 +36,9 @@ from loki.train.ppo import (
     load_clone,
     make_envs,
     new_ppo,
+    seed_text,
     set_torch_threads,
+    split_seed_of,
     split_traces,
     validation_specs,
 )
@@ -64,7 +66,7 @@ def train(args: HybridArgs) -> Path:
     clone = load_clone(args)
     mean = np.concatenate([clone["obs_mean"], EXTRA_MEAN])
     std = np.concatenate([clone["obs_std"], EXTRA_STD])
-    fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
+    fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, HybridController)
     model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))
@@ -74,6 +76,7 @@ def train(args: HybridArgs) -> Path:
     meta = {
         "kind": "hybrid",
         "seed": args.seed,
+        "split_seed": split_seed_of(args),
         "steps": int(model.num_timesteps),
         "command": args.command,
     }
@@ -104,7 +107,8 @@ def train(args: HybridArgs) -> Path:
                 f"{model.num_timesteps} decisions, {max(1, args.workers)} environment(s) x "
                 f"{args.n_steps} per update, {args.epochs} epochs, batch {args.batch}, "
                 f"lr {args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
-                f"log-std init {args.log_std_init}. Reward weights {args.reward}. Seed {args.seed}."
+                f"log-std init {args.log_std_init}. Reward weights {args.reward}. "
+                + seed_text(args)
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),

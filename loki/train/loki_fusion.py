@@ -31,7 +31,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
@@ -56,7 +55,9 @@ from loki.train.ppo import (
     load_clone,
     make_envs,
     new_ppo,
+    seed_text,
     set_torch_threads,
+    split_seed_of,
     split_traces,
     validation_specs,
 )
@@ -120,7 +121,7 @@ def train(args: LokiArgs) -> Path:
     clone = load_clone(args)
     mean, std = clone["obs_mean"], clone["obs_std"]
     learner_params, learner_prefix, learner_from = learner_init(args, clone)
-    fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
+    fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, RatioController)
     model = new_ppo(
@@ -145,6 +146,7 @@ def train(args: LokiArgs) -> Path:
     meta = {
         "kind": "loki",
         "seed": args.seed,
+        "split_seed": split_seed_of(args),
         "steps": int(model.num_timesteps),
         "command": args.command,
         "clone": display_path(clone_path(args)),
@@ -183,7 +185,7 @@ def train(args: LokiArgs) -> Path:
                 f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, target KL "
                 f"{args.target_kl}, gamma {args.gamma}, GAE "
                 f"{args.gae_lambda}, clip {args.clip}, log-std init {args.log_std_init}. Reward "
-                f"weights {args.reward}. Seed {args.seed}."
+                f"weights {args.reward}. " + seed_text(args)
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),

@@ -63,12 +63,22 @@ class PpoArgs(TrainArgs):
     log_std_init: float = -1.0
     val_share: float = 0.1
     val_episodes: int = 32
+    #: Seeds the fit/validation split and the validation links; ``None``: the run's seed. Runs
+    #: with different seeds and one split seed are judged on the same validation links.
+    split_seed: int | None = None
     #: The reward's weights (loki/train/env.py); the same defaults train rl, loki and hybrid.
     reward: Reward = field(default_factory=Reward)
 
 
 def clone_path(args: PpoArgs) -> Path:
     return Path(args.clone) if args.clone else MODEL_DIR / REGISTERED["gcc-clone"] / MODEL_FILE
+
+
+def seed_text(args: PpoArgs) -> str:
+    """The model card's seed sentence (the split seed when it differs from the run's)."""
+    if args.split_seed is None or args.split_seed == args.seed:
+        return f"Seed {args.seed}."
+    return f"Seed {args.seed}; split and validation links from seed {args.split_seed}."
 
 
 def display_path(path: Path) -> str:
@@ -89,8 +99,17 @@ def load_clone(args: PpoArgs) -> dict[str, np.ndarray]:
     return load_model(path)
 
 
-def split_traces(args: PpoArgs, rng: np.random.Generator) -> tuple[list[str], list[str]]:
-    """(fit, validation) trace paths of the training families, split by trace."""
+def split_seed_of(args: PpoArgs) -> int:
+    return args.seed if args.split_seed is None else args.split_seed
+
+
+def split_traces(
+    args: PpoArgs, rng: np.random.Generator | None = None
+) -> tuple[list[str], list[str]]:
+    """(fit, validation) trace paths of the training families, split by trace (seeded by the
+    split seed unless ``rng`` is given)."""
+    if rng is None:
+        rng = np.random.default_rng(split_seed_of(args))
     paths = training_trace_paths(args.traces)
     if len(paths) < 2:
         return paths, paths
@@ -172,7 +191,7 @@ class CurveCallback(BaseCallback):
 
 
 def validation_specs(args: PpoArgs, val_paths: list[str]) -> list[EpisodeSpec]:
-    rng = np.random.default_rng(args.seed + 7919)
+    rng = np.random.default_rng(split_seed_of(args) + 7919)
     return [draw_spec(val_paths, rng, 60.0, LinkRanges()) for _ in range(args.val_episodes)]
 
 

@@ -20,8 +20,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from loki.features import HISTORY, N_FEATURES
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
 from loki.train.common import (
@@ -39,7 +37,9 @@ from loki.train.ppo import (
     load_clone,
     make_envs,
     new_ppo,
+    seed_text,
     set_torch_threads,
+    split_seed_of,
     split_traces,
     validation_specs,
 )
@@ -62,7 +62,7 @@ def train(args: RlArgs) -> Path:
     out = out_dir(args, NAME)
     clone = load_clone(args)
     mean, std = clone["obs_mean"], clone["obs_std"]
-    fit_paths, val_paths = split_traces(args, np.random.default_rng(args.seed))
+    fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, RatioController)
     model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))
@@ -72,6 +72,7 @@ def train(args: RlArgs) -> Path:
     meta = {
         "kind": "rl",
         "seed": args.seed,
+        "split_seed": split_seed_of(args),
         "steps": int(model.num_timesteps),
         "command": args.command,
     }
@@ -115,7 +116,8 @@ def train(args: RlArgs) -> Path:
                 f"{model.num_timesteps} steps, {max(1, args.workers)} environment(s) x "
                 f"{args.n_steps} steps per update, {args.epochs} epochs, batch {args.batch}, lr "
                 f"{args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "
-                f"log-std init {args.log_std_init}. Reward weights {args.reward}. Seed {args.seed}."
+                f"log-std init {args.log_std_init}. Reward weights {args.reward}. "
+                + seed_text(args)
             ),
             "Measured": f"Training time {meta['train_minutes']:.1f} min. "
             + describe_closed_loop(loop),
