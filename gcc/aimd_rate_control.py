@@ -82,6 +82,15 @@ class RateControlState(Enum):
     DECREASE = 2
 
 
+# Members as module names for the per-report path (an enum member is a class attribute lookup).
+_HOLD = RateControlState.HOLD
+_INCREASE = RateControlState.INCREASE
+_DECREASE = RateControlState.DECREASE
+_NORMAL = BandwidthUsage.NORMAL
+_UNDERUSING = BandwidthUsage.UNDERUSING
+_OVERUSING = BandwidthUsage.OVERUSING
+
+
 @dataclass(frozen=True, slots=True)
 class AimdRateControlConfig:
     """Field-trial tunables (defaults = libwebrtc's with no field trials set)."""
@@ -284,7 +293,7 @@ class AimdRateControl:
             self._latest_estimated_throughput_bps = input_throughput_bps
 
         # An overuse always acts, even before the first estimate: acting gives one.
-        if not self._bitrate_is_initialized and bw_state != BandwidthUsage.OVERUSING:
+        if not self._bitrate_is_initialized and bw_state != _OVERUSING:
             return
 
         self._change_state(bw_state, at_us)
@@ -293,7 +302,7 @@ class AimdRateControl:
         current_bps = self._current_bitrate_bps
         link = self._link_capacity
         state = self._rate_control_state
-        if state is RateControlState.INCREASE:
+        if state is _INCREASE:
             if estimated_throughput_bps > link.upper_bound_bps():
                 link.reset()
             # Cap by the throughput so the estimate cannot run away from what gets through;
@@ -316,7 +325,7 @@ class AimdRateControl:
                     )
                 new_bitrate_bps = min(increased_bps, increase_limit_bps)
             self._time_last_bitrate_change_us = at_us
-        elif state is RateControlState.DECREASE:
+        elif state is _DECREASE:
             # Slightly below the measured throughput, to drain the self-induced queue.
             decreased_bps = llround(estimated_throughput_bps * self._beta)
             if decreased_bps > BACKOFF_SUBTRACT_BPS:
@@ -336,7 +345,7 @@ class AimdRateControl:
             self._bitrate_is_initialized = True
             link.on_overuse_detected(estimated_throughput_bps)
             # Hold until the queue has drained.
-            self._rate_control_state = RateControlState.HOLD
+            self._rate_control_state = _HOLD
             self._time_last_bitrate_change_us = at_us
             self._time_last_bitrate_decrease_us = at_us
 
@@ -374,11 +383,11 @@ class AimdRateControl:
         return truncate_rate_bps(self.get_near_max_increase_rate_bps_per_second() * time_period_s)
 
     def _change_state(self, bw_state: BandwidthUsage, at_us: int) -> None:
-        if bw_state == BandwidthUsage.NORMAL:
-            if self._rate_control_state is RateControlState.HOLD:
+        if bw_state == _NORMAL:
+            if self._rate_control_state is _HOLD:
                 self._time_last_bitrate_change_us = at_us
-                self._rate_control_state = RateControlState.INCREASE
-        elif bw_state == BandwidthUsage.OVERUSING:
-            self._rate_control_state = RateControlState.DECREASE
-        elif bw_state == BandwidthUsage.UNDERUSING:
-            self._rate_control_state = RateControlState.HOLD
+                self._rate_control_state = _INCREASE
+        elif bw_state == _OVERUSING:
+            self._rate_control_state = _DECREASE
+        elif bw_state == _UNDERUSING:
+            self._rate_control_state = _HOLD

@@ -28,11 +28,13 @@ the network-state estimator, LossBasedBweV2, REMB.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from operator import le, sub
+from operator import le
 
 import numpy as np
+from numba import njit
 
 from gcc.acknowledged_bitrate_estimator_interface import create_acknowledged_bitrate_estimator
 from gcc.aimd_rate_control import RateControlState
@@ -56,6 +58,7 @@ LOSS_UPDATE_INTERVAL_US = 1_000_000
 MAX_FEEDBACK_RTT_WINDOW = 32
 #: ``kProbeDropThroughputFraction``.
 PROBE_DROP_THROUGHPUT_FRACTION = 0.85
+_DELAY_BASED_LIMITED = BandwidthLimitedCause.DELAY_BASED_LIMITED
 
 
 def _non_decreasing(values: list[int]) -> bool:
@@ -107,9 +110,11 @@ class GoogCcNetworkController(Controller):
         self._add_probes(self._probe_controller.set_bitrates(c.min_bps, c.start_bps, c.max_bps, 0))
         self._add_probes(self._probe_controller.on_network_availability(True, 0))
         self._last_target_bps = 0
-        # clamp() is a pure function of the rate (and the config): its last input and output,
-        # kept so that the every-20-ms re-derivation below costs a comparison.
-        self._clamp_memo: tuple[ControllerConfig, float, int] | None = None
+        # clamp() is a pure function of the rate (and the config): its last config, input and
+        # output, kept so that the every-20-ms re-derivation below costs a comparison.
+        self._clamp_config: ControllerConfig | None = None
+        self._clamp_in_bps: float | None = None
+        self._clamp_out_bps = 0
         self._target_bps = self._clamped(self._bwe.target_rate())
 
     # -- outputs ------------------------------------------------------------------------------
@@ -171,9 +176,7 @@ class GoogCcNetworkController(Controller):
         if target != self._last_target_bps:
             self._last_target_bps = target
             self._add_probes(
-                self._probe_controller.set_estimated_bitrate(
-                    target, BandwidthLimitedCause.DELAY_BASED_LIMITED, at_us
-                )
+                self._probe_controller.set_estimated_bitrate(target, _DELAY_BASED_LIMITED, at_us)
             )
         # Always re-derived from the estimator (not only on a change): imitation learning puts
         # the estimators in another state between reports (loki/train/clone.py).
@@ -181,11 +184,13 @@ class GoogCcNetworkController(Controller):
 
     def _clamped(self, rate_bps: float) -> int:
         """``self.config.clamp(rate_bps)``, remembered for the last rate."""
-        memo = self._clamp_memo
-        if memo is not None and memo[1] == rate_bps and memo[0] is self.config:
-            return memo[2]
-        clamped = self.config.clamp(rate_bps)
-        self._clamp_memo = (self.config, rate_bps, clamped)
+        config = self.config
+        if rate_bps == self._clamp_in_bps and config is self._clamp_config:
+            return self._clamp_out_bps
+        clamped = config.clamp(rate_bps)
+        self._clamp_config = config
+        self._clamp_in_bps = rate_bps
+        self._clamp_out_bps = clamped
         return clamped
 
     # -- inputs -------------------------------------------------------------------------------
@@ -216,28 +221,22 @@ class GoogCcNetworkController(Controller):
         if n == 0:
             return self._target_bps
         at_us = report.feedback_time_us
-        # Lists for the per-packet Python below; the estimators take arrays (their work is
-        # compiled), the report's own when no packet was lost and the order is right.
         report_arrays = (report.send_time_us, report.arrival_time_us, report.size_bytes)
-        send = report.send_time_us.tolist()
-        arrival = report.arrival_time_us.tolist()
-        size = report.size_bytes.tolist()
-        # The received packets, as parallel lists (the report itself when none was lost).
-        if NOT_RECEIVED_US in arrival:
-            received = [i for i in range(n) if arrival[i] != NOT_RECEIVED_US]
-            recv_send = [send[i] for i in received]
-            recv_arrival = [arrival[i] for i in received]
-            recv_size = [size[i] for i in received]
-            recv_arrays = None
-        else:
-            received = range(n)
-            recv_send, recv_arrival, recv_size = send, arrival, size
-            recv_arrays = report_arrays
-        if received:
-            self._feedback_rtts(at_us, recv_send, recv_arrival)
+        # What the steps below branch on, in one compiled pass (see _summarise_report).
+        (
+            lost,
+            probe_packets,
+            arrival_in_order,
+            send_in_order,
+            max_recv_us,
+            min_send_us,
+            min_recv_minus_send_us,
+        ) = _summarise_report(report.send_time_us, report.arrival_time_us, report.probe_cluster_id)
+        if lost < n:
+            self._feedback_rtts(at_us, max_recv_us, min_send_us, min_recv_minus_send_us)
         if self.gcc_config.feedback_only:
             self._expected_since_loss_update += n
-            self._lost_since_loss_update += n - len(received)
+            self._lost_since_loss_update += lost
             if at_us > self._next_loss_update_us:
                 self._next_loss_update_us = at_us + LOSS_UPDATE_INTERVAL_US
                 self._bwe.update_packets_lost(
@@ -246,28 +245,38 @@ class GoogCcNetworkController(Controller):
                 self._expected_since_loss_update = 0
                 self._lost_since_loss_update = 0
 
-        # Sorted by receive time (stable on transport order), as SortedByReceiveTime(); a
-        # report nearly always arrives in that order already.
-        if _non_decreasing(recv_arrival):
-            by_arrival = received
-            acked_send, acked_arrival, acked_size = recv_send, recv_arrival, recv_size
-            acked_arrays = recv_arrays
+        # The received packets sorted by receive time (stable on transport order), as
+        # SortedByReceiveTime(). A report nearly always has no loss and arrives in that order:
+        # then the estimators take its own arrays (their work is compiled), and the per-packet
+        # Python below needs no lists.
+        lists: tuple[list[int], list[int], list[int]] | None = None
+        if lost == 0 and arrival_in_order:
+            by_arrival: Sequence[int] = range(n)
+            acked_arrays = report_arrays
+            acked_send_in_order = send_in_order
         else:
-            by_arrival = sorted(received, key=arrival.__getitem__)
+            lists = send, arrival, size = _as_lists(report)
+            if lost:
+                received: Sequence[int] = [i for i in range(n) if arrival[i] != NOT_RECEIVED_US]
+            else:
+                received = range(n)
+            by_arrival = received if arrival_in_order else sorted(received, key=arrival.__getitem__)
             acked_send = [send[i] for i in by_arrival]
-            acked_arrival = [arrival[i] for i in by_arrival]
-            acked_size = [size[i] for i in by_arrival]
-            acked_arrays = None
-        if acked_arrays is None:
-            acked_arrays = tuple(
-                np.array(c, dtype=np.int64) for c in (acked_send, acked_arrival, acked_size)
+            acked_arrays = (
+                np.array(acked_send, dtype=np.int64),
+                np.array([arrival[i] for i in by_arrival], dtype=np.int64),
+                np.array([size[i] for i in by_arrival], dtype=np.int64),
             )
+            # In transport order (the received ones) the kernel checked the send times.
+            acked_send_in_order = send_in_order if arrival_in_order else _non_decreasing(acked_send)
         self._acked.incoming_packet_feedback_vector(*acked_arrays)
         acked_bps = self._acked.bitrate()
         self._bwe.set_acknowledged_rate(acked_bps, at_us)
 
-        probe_ids = report.probe_cluster_id.tolist()
-        if probe_ids.count(NO_PROBE) != n:
+        if probe_packets:
+            lists = lists or _as_lists(report)
+            send, arrival, size = lists
+            probe_ids = report.probe_cluster_id.tolist()
             for i in by_arrival:
                 pid = probe_ids[i]
                 if pid != NO_PROBE:
@@ -291,12 +300,13 @@ class GoogCcNetworkController(Controller):
         ):
             probe_bps = max(probe_bps, round(acked_bps * PROBE_DROP_THROUGHPUT_FRACTION))
 
-        if _non_decreasing(acked_send):
+        if acked_send_in_order:
             # Sorted by (arrival, send time) too: the delay-based side's order is the same.
             result = self._delay_based_bwe.incoming_packets_in_receive_order(
                 *acked_arrays, acked_bps, probe_bps, at_us
             )
         else:
+            send, arrival, size = lists or _as_lists(report)
             result = self._delay_based_bwe.incoming_packet_feedback_vector(
                 send, arrival, size, acked_bps, probe_bps, at_us
             )
@@ -309,16 +319,17 @@ class GoogCcNetworkController(Controller):
             self._add_probes(self._probe_controller.request_probe(at_us))
         return self._target_bps
 
-    def _feedback_rtts(self, at_us: int, send: list[int], arrival: list[int]) -> None:
-        """RTT figures of the received packets (``send``/``arrival`` of those only).
+    def _feedback_rtts(
+        self, at_us: int, max_recv_us: int, min_send_us: int, min_recv_minus_send_us: int
+    ) -> None:
+        """RTT figures of the received packets, from their newest arrival, oldest send and
+        least ``arrival - send``.
 
         Per packet, rtt = at - send and propagation = rtt - (newest arrival - arrival); their
-        max and min are integer expressions of the min send time and the min of
-        arrival - send, computed without a per-packet loop.
+        max and min are integer expressions of those three figures.
         """
-        max_recv_us = max(arrival)
-        max_rtt_us = max(-1, at_us - min(send))
-        min_prop_us = at_us - max_recv_us + min(map(sub, arrival, send))
+        max_rtt_us = max(-1, at_us - min_send_us)
+        min_prop_us = at_us - max_recv_us + min_recv_minus_send_us
         self._feedback_max_rtts_ms.append(max_rtt_us // 1000)
         self._bwe.update_propagation_rtt(at_us, min_prop_us)
         if self.gcc_config.feedback_only:
@@ -326,6 +337,63 @@ class GoogCcNetworkController(Controller):
             self._delay_based_bwe.on_rtt_update(mean_ms * 1000)
             # pending time is measured against the newest arrival; the min is the NACK RTT.
             self._bwe.update_rtt(min_prop_us, at_us)
+
+
+def _as_lists(report: TransportFeedback) -> tuple[list[int], list[int], list[int]]:
+    """Send times, arrival times and sizes as lists, for per-packet Python."""
+    return report.send_time_us.tolist(), report.arrival_time_us.tolist(), report.size_bytes.tolist()
+
+
+@njit(cache=True)
+def _summarise_report(
+    send_time_us: np.ndarray, arrival_time_us: np.ndarray, probe_cluster_id: np.ndarray
+) -> tuple[int, int, bool, bool, int, int, int]:
+    """A report in one pass: packets lost, probe packets, whether the received packets'
+    arrival and send times are non-decreasing in transport order, and over the received
+    packets the newest arrival, the oldest send and the least ``arrival - send`` (0, 0, 0 when
+    none was received)."""
+    lost = 0
+    probes = 0
+    arrival_in_order = True
+    send_in_order = True
+    max_recv_us = min_send_us = min_recv_minus_send_us = 0
+    prev_recv_us = prev_send_us = 0
+    received = 0
+    for i in range(send_time_us.shape[0]):
+        if probe_cluster_id[i] != NO_PROBE:
+            probes += 1
+        recv_us = arrival_time_us[i]
+        if recv_us == NOT_RECEIVED_US:
+            lost += 1
+            continue
+        send_us = send_time_us[i]
+        if received == 0:
+            max_recv_us = recv_us
+            min_send_us = send_us
+            min_recv_minus_send_us = recv_us - send_us
+        else:
+            if recv_us < prev_recv_us:
+                arrival_in_order = False
+            if send_us < prev_send_us:
+                send_in_order = False
+            if recv_us > max_recv_us:
+                max_recv_us = recv_us
+            if send_us < min_send_us:
+                min_send_us = send_us
+            if recv_us - send_us < min_recv_minus_send_us:
+                min_recv_minus_send_us = recv_us - send_us
+        prev_recv_us = recv_us
+        prev_send_us = send_us
+        received += 1
+    return (
+        lost,
+        probes,
+        arrival_in_order,
+        send_in_order,
+        max_recv_us,
+        min_send_us,
+        min_recv_minus_send_us,
+    )
 
 
 def _warm_up() -> None:

@@ -78,6 +78,12 @@ class _State(Enum):
     PROBING_COMPLETE = 2
 
 
+# The states as module names: an enum member is a class attribute lookup, and :meth:`process`
+# runs every process interval.
+_WAITING_FOR_PROBING_RESULT = _State.WAITING_FOR_PROBING_RESULT
+_PROBING_COMPLETE = _State.PROBING_COMPLETE
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeControllerConfig:
     """libwebrtc ``ProbeControllerConfig`` defaults (``WebRTC-Bwe-ProbingConfiguration`` keys).
@@ -251,7 +257,7 @@ class ProbeController:
             self._time_of_last_large_drop_us = at_us
             self._bitrate_before_last_large_drop_bps = self._estimated_bitrate_bps
         self._estimated_bitrate_bps = bitrate_bps
-        if self._state is _State.WAITING_FOR_PROBING_RESULT:
+        if self._state is _WAITING_FOR_PROBING_RESULT:
             c = self._config
             allocated = self._max_total_allocated_bitrate_bps
             if c.abort_further_probe_if_max_lower_than_current and (
@@ -302,23 +308,25 @@ class ProbeController:
 
     def process(self, at_us: int) -> list[ProbeCluster]:
         """Periodic tick: time out waiting for results; send repeated-initial and ALR probes."""
+        state = self._state
         if (
-            self._state is _State.WAITING_FOR_PROBING_RESULT
+            state is _WAITING_FOR_PROBING_RESULT
             and at_us - self._time_last_probing_initiated_us
             > MAX_WAITING_TIME_FOR_PROBING_RESULT_US
         ):
-            self._state = _State.PROBING_COMPLETE  # Timed out waiting for a result.
+            self._state = state = _PROBING_COMPLETE  # Timed out waiting for a result.
             self._min_bitrate_to_probe_further_bps = math.inf
         est = self._estimated_bitrate_bps
-        if est == 0 or self._state is not _State.PROBING_COMPLETE:
+        if est == 0 or state is not _PROBING_COMPLETE:
             return []
-        c = self._config
-        if self._time_for_next_repeated_initial_probe(at_us):
-            return self._initiate_probing(
-                at_us, [scale_rate(est, c.first_exponential_probe_scale)], True
-            )
-        if self._time_for_alr_probe(at_us):
-            return self._initiate_probing(at_us, [scale_rate(est, c.alr_probe_scale)], True)
+        # Each kind of probe only when enabled (tested first: this runs every interval).
+        repeated = self._repeated_initial_probing_enabled
+        if repeated and self._time_for_next_repeated_initial_probe(at_us):
+            scale = self._config.first_exponential_probe_scale
+            return self._initiate_probing(at_us, [scale_rate(est, scale)], True)
+        if self._enable_periodic_alr_probing and self._time_for_alr_probe(at_us):
+            scale = self._config.alr_probe_scale
+            return self._initiate_probing(at_us, [scale_rate(est, scale)], True)
         return []
 
     def _time_for_alr_probe(self, at_us: int) -> bool:
@@ -334,7 +342,7 @@ class ProbeController:
     def _time_for_next_repeated_initial_probe(self, at_us: int) -> bool:
         return (
             self._repeated_initial_probing_enabled
-            and self._state is not _State.WAITING_FOR_PROBING_RESULT
+            and self._state is not _WAITING_FOR_PROBING_RESULT
             and self._last_allowed_repeated_initial_probe_us > at_us
             and at_us
             >= self._time_last_probing_initiated_us + MAX_WAITING_TIME_FOR_PROBING_RESULT_US

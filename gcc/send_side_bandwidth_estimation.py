@@ -369,7 +369,8 @@ class SendSideBandwidthEstimation:
 
         # Trust the REMB / delay-based estimate during the first 2 s if there has been no
         # loss, so that initial probing results apply at once.
-        if self._last_fraction_loss == 0 and self._is_in_start_phase(at_us):
+        fraction_loss = self._last_fraction_loss
+        if fraction_loss == 0 and self._is_in_start_phase(at_us):
             new_bps = current
             if self._receiver_limit_bps < math.inf:
                 new_bps = max(int(self._receiver_limit_bps), new_bps)
@@ -384,12 +385,13 @@ class SendSideBandwidthEstimation:
                 return
 
         self._update_min_history(at_us)
-        if math.isinf(self._last_loss_packet_report_us):
+        last_report_us = self._last_loss_packet_report_us
+        if math.isinf(last_report_us):
             self._apply_target_limits(at_us)  # No loss report yet.
             return
 
-        if at_us - self._last_loss_packet_report_us < LOSS_REPORT_TIMEOUT_US:
-            loss = self._last_fraction_loss / 256.0
+        if at_us - last_report_us < LOSS_REPORT_TIMEOUT_US:
+            loss = fraction_loss / 256.0
             if loss <= LOW_LOSS_THRESHOLD:
                 # BitsPerSec(double) truncates; +1 kbps so that low rates do not get stuck.
                 new_bps = int(self._history_bps[0] * LOSS_INCREASE_FACTOR + 0.5)
@@ -403,7 +405,7 @@ class SendSideBandwidthEstimation:
             ):
                 self._time_last_decrease_us = at_us
                 # rate * (1 - loss/2), loss = q8/256.
-                new_bps = int(current * float(512 - self._last_fraction_loss) / 512.0)
+                new_bps = int(current * float(512 - fraction_loss) / 512.0)
                 self._has_decreased_since_last_fraction_loss = True
                 self._update_target_bitrate(new_bps, at_us)
                 return

@@ -15,11 +15,11 @@ Definitions are the project's judging rules (``shared/docs/loki-design.md``):
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit
 
 #: Render intervals averaged to get the "mean frame duration" of the freeze rule.
 FREEZE_WINDOW_FRAMES = 30
@@ -58,20 +58,43 @@ def find_freezes(render_ms: Sequence[float]) -> list[tuple[float, float]]:
     The first interval has no history to judge by, so a freeze needs at least one earlier
     interval; this matches Chromium, which starts counting after the first frames.
     """
-    freezes: list[tuple[float, float]] = []
-    window: deque[float] = deque(maxlen=FREEZE_WINDOW_FRAMES)
+    if len(render_ms) < 3:
+        return []  # no interval with history
+    ends = _freeze_ends(np.asarray(render_ms, dtype=np.float64))
+    return [(render_ms[i - 1], render_ms[i] - render_ms[i - 1]) for i in ends.tolist()]
+
+
+@njit(cache=True)
+def _freeze_ends(render_ms: np.ndarray) -> np.ndarray:
+    """The frames ``i`` that end a freeze (their gap from frame ``i - 1``), compiled: a session
+    renders tens of thousands of frames. The mean is a running sum over a ring of the last
+    :data:`FREEZE_WINDOW_FRAMES` gaps."""
+    n = render_ms.shape[0]
+    ends = np.empty(max(n - 1, 0), dtype=np.int64)
+    n_ends = 0
+    window = np.empty(FREEZE_WINDOW_FRAMES)
+    count = 0
+    oldest = 0
     window_sum = 0.0
-    for i in range(1, len(render_ms)):
+    for i in range(1, n):
         gap = render_ms[i] - render_ms[i - 1]
-        if window:
-            mean = window_sum / len(window)
-            if gap > max(3.0 * mean, mean + FREEZE_MIN_EXTRA_MS):
-                freezes.append((render_ms[i - 1], gap))
-        if len(window) == window.maxlen:
-            window_sum -= window[0]
-        window.append(gap)
+        if count:
+            mean = window_sum / count
+            limit = 3.0 * mean
+            if mean + FREEZE_MIN_EXTRA_MS > limit:
+                limit = mean + FREEZE_MIN_EXTRA_MS
+            if gap > limit:
+                ends[n_ends] = i
+                n_ends += 1
+        if count == FREEZE_WINDOW_FRAMES:
+            window_sum -= window[oldest]
+            window[oldest] = gap
+            oldest = oldest + 1 if oldest + 1 < FREEZE_WINDOW_FRAMES else 0
+        else:
+            window[count] = gap
+            count += 1
         window_sum += gap
-    return freezes
+    return ends[:n_ends]
 
 
 def session_freezes(

@@ -189,3 +189,25 @@ def test_long_session_grows_its_tables_without_changing_a_packet():
     assert len(long.send_us) > 2 * 4096
     for name in ("send_us", "arrival_us", "size_bytes", "pkt_rtp"):
         assert np.array_equal(getattr(short, name)[:n], getattr(long, name)[:n]), name
+
+
+def test_tables_and_rings_that_start_tiny_give_the_same_session(monkeypatch):
+    # With 8-row tables and 2-slot pacer rings every table and ring grows many times (a frame's
+    # room is checked by the compiled send path, a packet's history row per packet), through
+    # both send paths: no packet, decision or rendered frame may change.
+    import loki.emu.pacer as pacer_module
+    import loki.emu.session as session_module
+
+    trace = steps([(6_000, 3e6), (4_000, 0.8e6), (6_000, 2.5e6)])
+    link = {"loss": 0.03, "queue_packets": 40}
+    reference = _run_both_send_paths("gcc", trace, 16.0, **link)
+    monkeypatch.setattr(session_module, "_INITIAL_ROWS", 8)
+    monkeypatch.setattr(pacer_module, "_INITIAL_RING", 2)
+    tiny = _run_both_send_paths("gcc", trace, 16.0, **link)
+    assert tiny[0].pacer.generation > 0
+    for ref, small in zip(reference, tiny, strict=True):
+        assert ref.result().qoe == small.result().qoe
+        for name in ("send_us", "arrival_us", "size_bytes", "pkt_rtp", "frame_bytes"):
+            assert np.array_equal(getattr(ref, name), getattr(small, name)), name
+        assert ref.decisions == small.decisions
+        assert ref.receiver.render_ms == small.receiver.render_ms

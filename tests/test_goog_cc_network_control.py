@@ -125,3 +125,34 @@ def test_assume_target_continues_from_the_given_rate():
     assert ctl.target_bps == 2 * own
     ctl.assume_target(10**12)
     assert ctl.target_bps == ctl.config.max_bps
+
+
+def test_report_summary_matches_the_report_read_packet_by_packet():
+    from itertools import pairwise
+
+    from gcc.goog_cc_network_control import _summarise_report
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        send = np.cumsum(rng.integers(0, 3_000, n)) + 1_000_000
+        arrival = send + rng.integers(20_000, 90_000, n)
+        arrival[rng.random(n) < 0.2] = -1
+        if rng.random() < 0.5 and n > 1:  # out of order
+            i = int(rng.integers(n - 1))
+            arrival[[i, i + 1]] = arrival[[i + 1, i]]
+            send[[i, i + 1]] = send[[i + 1, i]]
+        probe = np.where(rng.random(n) < 0.1, 3, -1)
+        got = _summarise_report(send, arrival, probe)
+        recv = [(int(s), int(a)) for s, a in zip(send, arrival, strict=True) if a != -1]
+        in_order = all(b[1] >= a[1] for a, b in pairwise(recv))
+        send_in_order = all(b[0] >= a[0] for a, b in pairwise(recv))
+        if recv:
+            extremes = (
+                max(a for _, a in recv),
+                min(s for s, _ in recv),
+                min(a - s for s, a in recv),
+            )
+        else:
+            extremes = (0, 0, 0)
+        assert got == (n - len(recv), int((probe != -1).sum()), in_order, send_in_order, *extremes)

@@ -87,3 +87,29 @@ def test_stall_rate_of_one_freeze():
     )
     assert q.freezes == 1
     assert q.stall_rate == pytest.approx(1000 / (r2[-1] + 1000 / 30))
+
+
+def _freezes_by_definition(render_ms: list[float]) -> list[tuple[float, float]]:
+    """The freeze rule written out plainly: the mean of up to 30 preceding gaps."""
+    out = []
+    gaps: list[float] = []
+    for i in range(1, len(render_ms)):
+        gap = render_ms[i] - render_ms[i - 1]
+        if gaps:
+            window = gaps[-30:]
+            mean = sum(window) / len(window)
+            if gap > max(3.0 * mean, mean + 150.0):
+                out.append((render_ms[i - 1], gap))
+        gaps.append(gap)
+    return out
+
+
+def test_freezes_follow_the_rule_over_long_irregular_series():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        steps_ms = rng.choice([33.3, 33.4, 0.0, 100.0, 160.0, 700.0, 2500.0], size=400)
+        r = np.cumsum(steps_ms).tolist()
+        got = find_freezes(r)
+        want = _freezes_by_definition(r)
+        assert [t for t, _ in got] == [t for t, _ in want]
+        assert [g for _, g in got] == pytest.approx([g for _, g in want])

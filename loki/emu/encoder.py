@@ -395,12 +395,16 @@ class VideoEncoderModel:
             self._alpha_up = 1.0 - math.exp(-dt_ms / cal.tau_up_ms)
             self._alpha_down = 1.0 - math.exp(-dt_ms / cal.tau_down_ms)
 
-        # libvpx's frame target: per-frame bandwidth scaled by the buffer's distance to optimal.
-        dev = (self._buffer_bits - self._optimal_bits) / self._optimal_bits
+        # libvpx's frame target: per-frame bandwidth scaled by the buffer's distance to optimal
+        # (the distance bounded by -undershoot and overshoot).
+        optimal = self._optimal_bits
+        dev = (self._buffer_bits - optimal) / optimal
         if dev < 0.0:
-            scale = 1.0 + 0.5 * max(dev, -self._under)
+            bound = -self._under
+            scale = 1.0 + 0.5 * (bound if bound > dev else dev)
         else:
-            scale = 1.0 + 0.5 * min(dev, self._over)
+            bound = self._over
+            scale = 1.0 + 0.5 * (bound if bound < dev else dev)
         goal_bps = self._achieved_bps * scale
         if goal_bps < self._floor_bps:
             goal_bps = self._floor_bps
@@ -421,10 +425,11 @@ class VideoEncoderModel:
         if self._key_requested or (
             self._key_every_frames and self._frames_since_key >= self._key_every_frames
         ):
+            cal = self.calibration
             return self._keyframe(
                 mean_bytes,
-                self._key_ratio,
-                self._profile_at_target(self.calibration.post_keyframe_profile),
+                self._at_target(cal.keyframe_ratio),
+                self._profile_at_target(cal.post_keyframe_profile),
             )
         size = mean_bytes * self._delta_noise()
         shape = 1.0
@@ -464,8 +469,8 @@ class VideoEncoderModel:
     def _apply_target(self, target_bps: float) -> None:
         """Per-target figures, looked up once per target change rather than per frame.
 
-        The keyframe profiles are only needed at a keyframe: their table position is kept and
-        they are interpolated then (:meth:`_profile_at_target`).
+        The keyframe figures are only needed at a keyframe: their table position is kept and
+        they are interpolated then (:meth:`_at_target`, :meth:`_profile_at_target`).
         """
         cal = self.calibration
         tables = self._tables
@@ -479,11 +484,14 @@ class VideoEncoderModel:
         self._rho = min(max(at(cal.log_acf1, i, w), -0.99), 0.99)
         self._innovation = math.sqrt(1.0 - self._rho * self._rho)
         self._half_var = 0.5 * self._sigma * self._sigma
-        self._key_ratio = at(cal.keyframe_ratio, i, w)
-        self._first_key_ratio = at(cal.first_keyframe_ratio, i, w)
         self._table_pos = (i, w)
         self._optimal_bits = cal.buffer_optimal_s * target_bps
         self._max_bits = cal.buffer_max_s * target_bps
+
+    def _at_target(self, table: tuple[float, ...]) -> float:
+        """A per-target keyframe figure at the current target."""
+        i, w = self._table_pos
+        return _TargetTables.at(table, i, w)
 
     def _profile_at_target(self, table: tuple[tuple[float, ...], ...]) -> list[float]:
         """A keyframe profile (post-keyframe or post-open) at the current target."""
@@ -499,10 +507,11 @@ class VideoEncoderModel:
         self._level_bps = self._achieved_bps
         self._z = 0.0
         mean_bytes = self._achieved_bps / (8.0 * self.fps)
+        cal = self.calibration
         return self._keyframe(
             mean_bytes,
-            self._first_key_ratio,
-            self._profile_at_target(self.calibration.post_open_profile),
+            self._at_target(cal.first_keyframe_ratio),
+            self._profile_at_target(cal.post_open_profile),
         )
 
     def _keyframe(self, mean_bytes: float, ratio: float, profile: list[float]) -> tuple[int, bool]:
@@ -530,19 +539,21 @@ class VideoEncoderModel:
         return size_bytes, is_key
 
     def _normal(self) -> float:
-        if self._next_normal >= len(self._normals):
-            self._normals = self._rng.standard_normal(NOISE_BLOCK).tolist()
-            self._next_normal = 0
-        value = self._normals[self._next_normal]
-        self._next_normal += 1
-        return value
+        i = self._next_normal
+        normals = self._normals
+        if i >= len(normals):
+            normals = self._normals = self._rng.standard_normal(NOISE_BLOCK).tolist()
+            i = 0
+        self._next_normal = i + 1
+        return normals[i]
 
     def _delta_noise(self) -> float:
         """Lognormal factor with mean 1 whose log follows an AR(1) process."""
         if not self._noise:
             return 1.0
-        self._z = self._rho * self._z + self._innovation * self._normal()
-        return math.exp(self._sigma * self._z - self._half_var)
+        z = self._rho * self._z + self._innovation * self._normal()
+        self._z = z
+        return math.exp(self._sigma * z - self._half_var)
 
     def _key_noise(self) -> float:
         if not self._noise:

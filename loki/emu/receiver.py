@@ -28,6 +28,9 @@ and :attr:`Receiver.frame_delay_ms` are lists extended from it when read.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit
 
@@ -313,6 +316,19 @@ def _decode(
 
 
 @njit(cache=True)
+def timer_quiet(
+    path: np.ndarray, nack_state: np.ndarray, keyframe_state: np.ndarray, now_us: int
+) -> bool:
+    """:meth:`Receiver.quiet`, compiled: the session asks it before every 20 ms tick."""
+    return (
+        nack_state[COUNT] == 0
+        and path[S_LOST_RTP_MAX] <= nack_state[HIGHEST]
+        and not keyframe_state[REQUIRED]
+        and now_us - keyframe_state[LAST_DECODE_US] < MAX_WAIT_FOR_FRAME_US
+    )
+
+
+@njit(cache=True)
 def _tick(
     rx: np.ndarray,
     nack_state: np.ndarray,
@@ -482,14 +498,14 @@ class Receiver:
         become needed (a frame was decoded less than 3 s ago, and decodes only make that
         more recent). Then :meth:`tick` would answer ``([], False)`` and delivery can wait.
         """
-        nack = self._nack.state
-        kf = self._keyframes.state
-        return (
-            nack[COUNT] == 0
-            and path[S_LOST_RTP_MAX] <= nack[HIGHEST]
-            and not kf[REQUIRED]
-            and now_us - kf[LAST_DECODE_US] < MAX_WAIT_FOR_FRAME_US
-        )
+        return timer_quiet(path, self._nack.state, self._keyframes.state, now_us)
+
+    def quiet_for(self, path: np.ndarray) -> Callable[[int], bool]:
+        """:meth:`quiet` on ``path`` as a function of the time alone, for a caller that asks
+        at every tick (the compiled code is resolved once)."""
+        args = (path, self._nack.state, self._keyframes.state)
+        quiet = entry_point(timer_quiet, (*args, 0))
+        return functools.partial(quiet, *args)
 
     def tick(self, now_us: int) -> tuple[list[int], bool]:
         """The 20 ms timer: NACKs due again, and whether to send a PLI now (a keyframe is

@@ -82,13 +82,18 @@ from loki.emu.send_path import (
     IDLE,
     MAX_RTP_PAYLOAD_BYTES,
     NEED_DRAWS,
+    NEED_FRAME_ROOM,
     NEED_HISTORY_ROOM,
     NEED_LINK_ROOM,
+    NEED_MEDIA_ROOM,
+    NEED_RTP_ROOM,
     PACKET_OVERHEAD_BYTES,
     PUSH_PACE,
     SCHEDULE,
     SEND_AT,
+    frame_room,
     pace,
+    packet_count,
     packetise,
     record_send,
 )
@@ -120,7 +125,10 @@ _FEEDBACK_KINDS = frozenset({FB_RX, NACK_RX, PLI_RX, RR_RX})
 #: up to their time are delivered before them. Before the others only while a NACK may result,
 #: and before TICK only when the receiver's timer may have something to do (Receiver.quiet).
 _RECEIVER_KINDS = frozenset({FB_TX, FB_RX, RR_TX})
-#: Rows the send history, RTP and frame tables start with (they double when full).
+#: The compiled send path's answers for a frame it has no room for (see _make_frame_room).
+_FRAME_ROOM = frozenset({NEED_FRAME_ROOM, NEED_RTP_ROOM, NEED_MEDIA_ROOM})
+#: Rows the send history, RTP and frame tables start with (when full, they grow to what the
+#: session is projected to need: Session._rows_wanted).
 _INITIAL_ROWS = 4096
 
 
@@ -247,6 +255,10 @@ class Session:
         self._no_loss_state = np.zeros(2, dtype=np.int64)
         self._no_loss_flags = np.zeros(0, dtype=np.bool_)
         self.receiver = Receiver(_INITIAL_ROWS)
+        #: Whether the receiver's timer has nothing to do at a time (Receiver.quiet).
+        self._quiet = self.receiver.quiet_for(path)
+        #: (time, answer) of the last time step asked it for a tick.
+        self._tick_quiet = (-1, False)
         self._pace_args: tuple[np.ndarray, ...] | None = None
         self._pace_call: Callable[..., int] = pace
         self._pace_args_generation = -1
@@ -352,6 +364,14 @@ class Session:
         self._pace_args = None
         self.receiver.attach(self._path, self._hist, self._rtp, self._frames)
 
+    def _rows_wanted(self, rows: int, used: int, now_us: int) -> int:
+        """At least ``rows``, and room for the rest of the session at the pace the table's
+        ``used`` rows filled so far (plus an eighth): one growth of a table, not a copy of
+        it every few seconds."""
+        if now_us > 0:
+            rows = max(rows, used * self._end_us // now_us + used // 8)
+        return rows
+
     @staticmethod
     def _grown(table: np.ndarray, rows: int) -> np.ndarray:
         """``table`` with room for at least ``rows`` rows (doubling)."""
@@ -395,6 +415,7 @@ class Session:
         ``now_us``, then SCHEDULE), doing what it hands back to the loop."""
         if self._uplink is not self._std_uplink:
             if mode == PACKETISE_FRAME:
+                self._reserve_frame(frame_bytes, now_us)
                 pacer = self.pacer
                 packetise(
                     self._path,
@@ -417,6 +438,9 @@ class Session:
             status = self._pace(mode, now_us, frame_bytes, frame_is_key)
             if status == IDLE:
                 break
+            if status in _FRAME_ROOM:
+                self._make_frame_room(status, frame_bytes, now_us)
+                continue  # the frame again: nothing was done
             at_us = int(path[S_OUT_T_US])
             if status == PUSH_PACE:
                 self._push(at_us, PACE, None)
@@ -468,9 +492,38 @@ class Session:
             *args,
         )
 
+    def _make_frame_room(self, status: int, frame_bytes: int, now_us: int) -> None:
+        """Room for a frame of ``frame_bytes`` encoded at ``now_us`` in the table or ring
+        ``status`` names."""
+        path = self._path
+        if status == NEED_FRAME_ROOM:
+            used = int(path[S_N_FRAMES])
+            self._frames = self._grown(self._frames, self._rows_wanted(2 * used, used, now_us))
+            self.receiver.ensure_frames(self._frames.shape[1])
+        elif status == NEED_RTP_ROOM:
+            used = int(path[S_N_RTP])
+            rows = self._rows_wanted(used + packet_count(frame_bytes), used, now_us)
+            self._rtp = self._grown(self._rtp, rows)
+        else:
+            self.pacer.reserve_media(packet_count(frame_bytes))
+        self._tables_changed()
+
+    def _reserve_frame(self, frame_bytes: int, now_us: int) -> None:
+        """:meth:`_make_frame_room` until there is room (the compiled path checks by itself)."""
+        pacer = self.pacer
+        while True:
+            status = frame_room(
+                self._path, self._frames, self._rtp, pacer.ints, pacer.media, frame_bytes
+            )
+            if status == IDLE:
+                return
+            self._make_frame_room(status, frame_bytes, now_us)
+
     def _make_room(self, status: int) -> None:
         if status == NEED_HISTORY_ROOM:
-            self._hist = self._grown(self._hist, 2 * self._hist.shape[1])
+            used = self._hist.shape[1]
+            rows = self._rows_wanted(2 * used, used, int(self._path[S_OUT_T_US]))
+            self._hist = self._grown(self._hist, rows)
         elif status == NEED_LINK_ROOM:
             self._link.grow_ring()
         elif status == NEED_DRAWS:
@@ -518,7 +571,7 @@ class Session:
             size, rtp_seq, _frame, probe = pkt
             n = int(path[S_N_HIST])
             if n == self._hist.shape[1]:
-                self._hist = self._grown(self._hist, 2 * n)
+                self._hist = self._grown(self._hist, self._rows_wanted(2 * n, n, now_us))
                 self._tables_changed()
             hist = self._hist
             record_send(hist, rtp, n, now_us, size, rtp_seq, probe)
@@ -539,17 +592,6 @@ class Session:
         if size <= 0:
             self.frames_dropped += 1
             return  # the encoder dropped this frame
-        n = max(1, -(-size // MAX_RTP_PAYLOAD_BYTES))
-        path = self._path
-        n_frames = int(path[S_N_FRAMES])
-        if n_frames == self._frames.shape[1]:
-            self._frames = self._grown(self._frames, 2 * n_frames)
-            self.receiver.ensure_frames(self._frames.shape[1])
-            self._tables_changed()
-        if path[S_N_RTP] + n > self._rtp.shape[1]:
-            self._rtp = self._grown(self._rtp, int(path[S_N_RTP]) + n)
-            self._tables_changed()
-        self.pacer.reserve_media(n)
         self._run_pace(PACKETISE_FRAME, now_us, size, bool(is_key))
 
     def _on_pace(self, now_us: int) -> None:
@@ -626,15 +668,15 @@ class Session:
         self._take_probes(now_us)
 
     def _on_tick(self, now_us: int) -> None:
-        receiver = self.receiver
-        if receiver.quiet(self._path, now_us):
-            due, pli = (), False
-        else:
-            due, pli = receiver.tick(now_us)
-        if due:
-            self._push(now_us + self._delay_us, NACK_RX, due)
-        if pli:
-            self._push(now_us + self._delay_us, PLI_RX, None)
+        at_us, quiet = self._tick_quiet  # asked by step, just before
+        if at_us != now_us:
+            quiet = self._quiet(now_us)
+        if not quiet:
+            due, pli = self.receiver.tick(now_us)
+            if due:
+                self._push(now_us + self._delay_us, NACK_RX, due)
+            if pli:
+                self._push(now_us + self._delay_us, PLI_RX, None)
         controller = self.controller
         controller.on_process_interval(now_us)
         target = controller.target_bps
@@ -702,16 +744,26 @@ class Session:
         end = self._end_us
         path = self._path
         nack_state = self.receiver.nack_state
+        quiet = self._quiet
         heappop = heapq.heappop
         handle = self._handle
         while events:
             t, _, kind, _ = events[0]
             if t > end:
                 return False
-            if path[S_RX_NEXT_US] <= t and (
-                kind in _RECEIVER_KINDS
-                or path[S_LOST_RTP_MAX] > nack_state[HIGHEST]
-                or (kind == TICK and not self.receiver.quiet(path, t))
+            if kind == TICK:
+                # The most frequent event. Arrivals go first only when the receiver's timer
+                # may have something to do; it is asked once here for the tick (and again
+                # after a delivery), and _on_tick takes the answer.
+                tick_quiet = quiet(t)
+                if not tick_quiet and path[S_RX_NEXT_US] <= t:
+                    self._consume_arrivals(t)
+                    if events[0][0] < t:
+                        continue
+                    tick_quiet = quiet(t)
+                self._tick_quiet = (t, tick_quiet)
+            elif path[S_RX_NEXT_US] <= t and (
+                kind in _RECEIVER_KINDS or path[S_LOST_RTP_MAX] > nack_state[HIGHEST]
             ):
                 self._consume_arrivals(t)
                 if events[0][0] < t:
