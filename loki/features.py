@@ -1,7 +1,9 @@
 """What a learned controller sees: a fixed-size observation built from feedback reports.
 
-One module, numpy only, shared by the Gym environment (training), the emulator and the live
-sender (inference), so a model sees identical features wherever it runs.
+One module, shared by the Gym environment (training), the emulator and the live sender
+(inference), so a model sees identical features wherever it runs. Its per-packet pass over a
+report is compiled with numba, as GCC's estimators are (a learned controller runs GCC beside
+it, so numba is there anyway); everything else is numpy.
 
 Per report the builder computes :data:`FEATURE_NAMES` (rates in Mbps on a log scale, delays in
 units of 100 ms, fractions as they are); the observation is the last :data:`HISTORY` of those
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.api import NOT_RECEIVED_US, TransportFeedback
@@ -89,6 +92,50 @@ def gcc_sensors(gcc: GoogCcNetworkController) -> tuple[float, float, float, floa
     )
 
 
+@njit(cache=True)
+def _report_stats(
+    send: np.ndarray, arrival: np.ndarray, sizes: np.ndarray
+) -> tuple[int, float, float, float, float, float, float]:
+    """One pass over a report's packets: (received, bytes, received bytes, one-way delay min /
+    sum / max over received packets, least-squares slope of that delay over send time).
+
+    Sums of integer microseconds and bytes are exact in float64, so they equal numpy's in any
+    order; the slope's two sums (centred send times) may differ from a BLAS dot product in the
+    last bits, below the float32 the features are stored in.
+    """
+    n = send.shape[0]
+    received = 0
+    total_bytes = 0.0
+    recv_bytes = 0.0
+    owd_min = np.inf
+    owd_max = -np.inf
+    owd_sum = 0.0
+    send_sum = 0.0
+    for i in range(n):
+        total_bytes += sizes[i]
+        if arrival[i] != NOT_RECEIVED_US:
+            received += 1
+            recv_bytes += sizes[i]
+            owd = float(arrival[i] - send[i])
+            owd_sum += owd
+            owd_min = min(owd_min, owd)
+            owd_max = max(owd_max, owd)
+            send_sum += float(send[i])
+    slope = 0.0
+    if received >= 3:
+        send_mean = send_sum / received
+        num = 0.0
+        den = 0.0
+        for i in range(n):
+            if arrival[i] != NOT_RECEIVED_US:
+                xc = float(send[i]) - send_mean
+                den += xc * xc
+                num += xc * float(arrival[i] - send[i])
+        if den > 0:
+            slope = num / den
+    return received, total_bytes, recv_bytes, owd_min, owd_sum, owd_max, slope
+
+
 class FeatureBuilder:
     """Turns the stream of reports into observations; one per session.
 
@@ -119,39 +166,20 @@ class FeatureBuilder:
         interval_us = 100_000 if self._prev_fb_us is None else max(fb - self._prev_fb_us, 1_000)
         self._prev_fb_us = fb
         send = report.send_time_us
-        arrival = report.arrival_time_us
-        sizes = report.size_bytes
         n = int(send.shape[0])
-        got = arrival != NOT_RECEIVED_US
-        k = int(np.count_nonzero(got))
-        total_bytes = float(sizes.sum())
-        if k == n:
-            recv_bytes = total_bytes
-            owd_us = arrival - send
-            send_got = send
-        else:
-            recv_bytes = float(sizes[got].sum())
-            owd_us = (arrival - send)[got]
-            send_got = send[got]
+        k, total_bytes, recv_bytes, owd_min, owd_sum, owd_max, slope = _report_stats(
+            send, report.arrival_time_us, report.size_bytes
+        )
         recv_bps = recv_bytes * 8e6 / interval_us
         span_us = float(send[-1] - send[0]) if n > 1 else 0.0
         send_bps = total_bytes * 8e6 / max(span_us, float(interval_us) / 2)
         qd = qd_max = grad = 0.0
         if k:
-            owd = owd_us.astype(np.float64)
-            lo = float(owd.min())
-            if self._base_delay_us is None or lo < self._base_delay_us:
-                self._base_delay_us = lo
-            mean = float(owd.sum()) / k
-            qd = (mean - self._base_delay_us) / 100_000.0
-            qd_max = (float(owd.max()) - self._base_delay_us) / 100_000.0
-            if k >= 3:
-                # Least-squares slope: sum(xc * y) / sum(xc^2) with x centred (sum(xc) = 0).
-                xc = send_got.astype(np.float64)
-                xc -= float(xc.sum()) / k
-                denom = float(xc @ xc)
-                if denom > 0:
-                    grad = float(xc @ owd) / denom
+            if self._base_delay_us is None or owd_min < self._base_delay_us:
+                self._base_delay_us = owd_min
+            qd = (owd_sum / k - self._base_delay_us) / 100_000.0
+            qd_max = (owd_max - self._base_delay_us) / 100_000.0
+            grad = slope
         loss = 1.0 - k / n if n else 0.0
         values = (
             _log_mbps(recv_bps),
