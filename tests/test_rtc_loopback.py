@@ -35,7 +35,12 @@ def test_target_follows_the_capacity_step(step_session) -> None:  # type: ignore
     before = d[(d[:, 0] > 2.0) & (d[:, 0] < STEP_S), 1]
     after = d[d[:, 0] > STEP_S + 3.0, 1]
     assert before.size and after.size
-    assert before.max() > 1.2 * LOW_BPS, "GCC should have ramped up above the later capacity"
+    # What a failure needs to be read (one fresh-clone run in session 4 stayed near 0.6 Mbps:
+    # the initial probe did not lift GCC; it did not recur in 10 runs, two of them with both
+    # cores busy).
+    keys = ("probes_sent", "feedback_reports", "rtt_samples")
+    why = {k: step_session.stats.get(k) for k in keys}
+    assert before.max() > 1.2 * LOW_BPS, f"GCC should have ramped above the later capacity: {why}"
     assert after.mean() < LOW_BPS, "GCC's target must come down below the stepped capacity"
 
 
