@@ -4,9 +4,10 @@ A network knows the conditions it was trained on. Faults are rare there and thei
 rarer: measured in ``bench/faults.py`` (session 3), the learned controllers cut too deep or came
 back slower than GCC after a 5 s outage, a 30 % loss burst or an RTT jump from 40 ms to 1 s (``rl``
 held 30 kbps for 10 s on a 3 Mbps link because it read the 960 ms delay step as congestion). GCC's
-rules were written for exactly those events, so while one is under way and until GCC has
-climbed back, the controller's target never goes below GCC's. Elsewhere the network is free:
-the floor costs nothing where the networks do well.
+rules were written for exactly those events, so from a detected fault until the controller has
+climbed back, GCC's target is a floor under the controller's (a quarter of it while the fault
+lasts, all of it after). Elsewhere the network is free: the floor costs nothing where the
+networks do well.
 
 OnRL (MobiCom'20) switches from its learned policy to a rule-based one when the policy behaves
 abnormally, and back when things are normal again; this floor is that idea made narrow: it only
