@@ -24,7 +24,7 @@ def test_no_fault_no_floor():
         f.on_report(k * 100_000, 2 * MBPS)
         f.on_tick(k * 100_000 + 50_000, 2 * MBPS)
         f.on_loss_report(10, 100, k * 100_000, 2 * MBPS)  # 10 %: not above GCC's threshold
-        assert f.floor_bps(2 * MBPS, MBPS, 3 * MBPS, k * 100_000) == MBPS
+        assert f.floor_bps(MBPS, 3 * MBPS, k * 100_000) == MBPS
     assert f.faults == 0 and f.floored == 0 and sum(f.causes.values()) == 0
 
 
@@ -52,15 +52,15 @@ def test_floor_during_and_after_a_fault():
     gcc = 3 * MBPS
     # Under way: only a quarter of the reference, which is capped at the onset target (2 Mbps).
     # (100 kbps is also a collapse against GCC's 3 Mbps: the fault goes on from there.)
-    assert f.floor_bps(MBPS, 100_000, gcc, t0 + 100_000) == round(COLLAPSE_SHARE * 2 * MBPS)
-    assert f.floor_bps(MBPS, 900_000, gcc, t0 + 100_000) == 900_000
+    assert f.floor_bps(100_000, gcc, t0 + 100_000) == round(COLLAPSE_SHARE * 2 * MBPS)
+    assert f.floor_bps(900_000, gcc, t0 + 100_000) == 900_000
     assert f.under_way(t0 + 100_000 + QUIET_US - 1)
     # Over: the reference itself, GCC's target when it is below the onset target.
     at = t0 + 100_000 + QUIET_US
     assert not f.under_way(at)
-    assert f.floor_bps(MBPS, 900_000, 1_500_000, at) == 1_500_000
-    assert f.floor_bps(MBPS, 900_000, gcc, at) == 2 * MBPS
-    assert f.floor_bps(MBPS, 2_500_000, gcc, at) == 2_500_000
+    assert f.floor_bps(900_000, 1_500_000, at) == 1_500_000
+    assert f.floor_bps(900_000, gcc, at) == 2 * MBPS
+    assert f.floor_bps(2_500_000, gcc, at) == 2_500_000
     assert f.floored == 3
 
 
@@ -72,7 +72,7 @@ def test_floor_lapses_when_recovered_and_held_long_enough():
     assert f.active(1_900_000, t0 + HOLD_US - 1)
     # Past the hold and recovered: over.
     assert not f.active(1_900_000, t0 + HOLD_US)
-    assert f.floor_bps(1_900_000, 500_000, 3 * MBPS, t0 + HOLD_US + 1) == 500_000
+    assert f.floor_bps(500_000, 3 * MBPS // 2, t0 + HOLD_US + 1) == 500_000
 
 
 def test_floor_holds_until_recovered_but_not_forever():
@@ -87,9 +87,9 @@ def test_floor_holds_until_recovered_but_not_forever():
 def test_collapse_below_a_quarter_of_gcc_is_a_fault():
     f = FaultFloor()
     t = 5_000_000
-    assert f.floor_bps(2 * MBPS, 600_000, 2 * MBPS, t) == 600_000  # 30 %: network's choice
+    assert f.floor_bps(600_000, 2 * MBPS, t) == 600_000  # 30 %: network's choice
     assert f.faults == 0
-    assert f.floor_bps(2 * MBPS, 400_000, 2 * MBPS, t) == 500_000  # 20 %: floored at 25 %
+    assert f.floor_bps(400_000, 2 * MBPS, t) == 500_000  # 20 %: floored at 25 %
     assert f.causes["collapse"] == 1 and f.floored == 1
 
 

@@ -157,11 +157,10 @@ class LearnedController(Controller):
         else:
             a = min(max(float(action), ACTION_LOW), ACTION_HIGH)
             self.last_action = a
-            previous = self.target_bps
             self._act(a)
             if floor is not None:
                 proposed = self.target_bps
-                floored = floor.floor_bps(previous, proposed, self.gcc.target_bps, self._now_us)
+                floored = floor.floor_bps(proposed, self.gcc.target_bps, self._now_us)
                 if floored != proposed:
                     self._raise_to(floored)
         return self.target_bps

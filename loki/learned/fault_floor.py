@@ -24,15 +24,16 @@ margin far outside normal operation):
 * the network's target fell below :data:`COLLAPSE_SHARE` of GCC's (the network is acting far from
   the reference; the threshold is loose on purpose, so normal caution stays the network's).
 
-While a fault is under way (a detection less than :data:`QUIET_US` ago) the network handles
-it: cutting deeper than GCC is caution, not harm, so the floor is only
-:data:`COLLAPSE_SHARE` of the reference. Once the fault is over, the floor is the reference
-itself, until the controller's target is back to :data:`RECOVERED_SHARE` of what it was when the
-fault began and at least :data:`HOLD_US` after the last detection; it lapses
-:data:`MAX_FLOOR_US` after the last detection in any case (a lasting capacity drop is not a fault
-to wait out). The reference is GCC's target, but never above the controller's own target when
-the fault began: GCC runs beside the network without setting the send rate, so its estimate may
-sit above what was being sent, and a fault is no reason to send more.
+While a fault is under way (feedback still missing, or another detection less than
+:data:`QUIET_US` ago) the network handles it: cutting deeper than GCC is caution, not harm, so
+the floor is only :data:`COLLAPSE_SHARE` of the reference. Once the fault is over (for a
+feedback gap: at the first report after it), the floor is the reference itself, until the
+controller's target is back to :data:`RECOVERED_SHARE` of what it was when the fault began and
+at least :data:`HOLD_US` after the fault ended; it lapses :data:`MAX_FLOOR_US` after the last
+detection in any case (a lasting capacity drop is not a fault to wait out). The reference is
+GCC's target, but never above the controller's own target when the fault began: GCC runs beside
+the network without setting the send rate, so its estimate may sit above what was being sent,
+and a fault is no reason to send more.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ FEEDBACK_GAP_US = 1_000_000
 HIGH_LOSS_SHARE = 0.10
 #: A network target below this share of GCC's is a collapse.
 COLLAPSE_SHARE = 0.25
-#: A fault is over when nothing was detected for this long.
+#: A fault seen in one report (loss, guard, collapse) is over when nothing was detected for
+#: this long; a feedback gap is over at the first report after it.
 QUIET_US = 1_000_000
-#: The floor lasts at least this long after the last detection.
+#: The floor lasts at least this long after the fault ended.
 HOLD_US = 5_000_000
 #: The controller has recovered at this share of its target at the fault's start.
 RECOVERED_SHARE = 0.9
@@ -57,9 +59,11 @@ class FaultFloor:
     """Detects faults from the controller's inputs; says when GCC's target is the floor."""
 
     __slots__ = (
+        "_gap_open",
         "_last_fault_us",
         "_last_report_us",
         "_onset_bps",
+        "_point_until_us",
         "causes",
         "faults",
         "floored",
@@ -69,6 +73,10 @@ class FaultFloor:
         self._last_report_us: int | None = None
         self._last_fault_us: int | None = None
         self._onset_bps = 0
+        #: Feedback is missing now (a gap detected and no report since).
+        self._gap_open = False
+        #: A fault seen in one report is under way until then.
+        self._point_until_us = 0
         #: Fault detections that started a floor.
         self.faults = 0
         #: Decisions whose target the floor raised.
@@ -83,16 +91,22 @@ class FaultFloor:
             self.faults += 1
             self._onset_bps = target_bps
         self._last_fault_us = at_us
+        if cause != "gap":
+            self._point_until_us = at_us + QUIET_US
 
     def on_report(self, at_us: int, target_bps: int) -> None:
         """A non-empty feedback report arrived (``target_bps``: the controller's target)."""
-        self.on_tick(at_us, target_bps)
+        if self._gap_open:
+            # The gap is over: what follows is its aftermath, the floor's time.
+            self._gap_open = False
+            self._last_fault_us = at_us
         self._last_report_us = at_us
 
     def on_tick(self, at_us: int, target_bps: int) -> None:
         """Time passes (the controller's process interval): checks for a feedback gap."""
         last = self._last_report_us
         if last is not None and at_us - last >= FEEDBACK_GAP_US:
+            self._gap_open = True
             self._fault("gap", at_us, target_bps)
 
     def on_loss_report(self, lost: int, expected: int, at_us: int, target_bps: int) -> None:
@@ -104,13 +118,15 @@ class FaultFloor:
         self._fault("guard", at_us, target_bps)
 
     # -- the floor ------------------------------------------------------------------------------
-    def floor_bps(self, previous_bps: int, proposed_bps: int, gcc_bps: int, at_us: int) -> int:
+    def floor_bps(self, proposed_bps: int, gcc_bps: int, at_us: int) -> int:
         """The target to use after a decision: ``proposed_bps``, or the floor where it holds.
 
-        ``previous_bps`` is the target before the decision (where a collapse starts from).
+        A collapse is measured against GCC's target, so GCC's target is its onset level: the
+        network slid there over several decisions, and the target at the last of them says
+        nothing about where it was.
         """
         if proposed_bps < COLLAPSE_SHARE * gcc_bps:
-            self._fault("collapse", at_us, previous_bps)
+            self._fault("collapse", at_us, gcc_bps)
         if not self.active(proposed_bps, at_us):
             return proposed_bps
         floor = min(gcc_bps, self._onset_bps)
@@ -122,9 +138,8 @@ class FaultFloor:
         return proposed_bps
 
     def under_way(self, at_us: int) -> bool:
-        """Whether a fault is being detected now (as opposed to recovered from)."""
-        last = self._last_fault_us
-        return last is not None and at_us - last < QUIET_US
+        """Whether a fault is going on now (as opposed to being recovered from)."""
+        return self._last_fault_us is not None and (self._gap_open or at_us < self._point_until_us)
 
     def active(self, target_bps: int, at_us: int) -> bool:
         """Whether the floor holds now (ends it when its time is up)."""
