@@ -21,7 +21,7 @@ MBPS = 1_000_000
 def test_no_fault_no_floor():
     f = FaultFloor()
     for k in range(1, 50):
-        f.on_report(k * 100_000, 2 * MBPS)
+        f.on_report(k * 100_000)
         f.on_tick(k * 100_000 + 50_000, 2 * MBPS)
         f.on_loss_report(10, 100, k * 100_000, 2 * MBPS)  # 10 %: not above GCC's threshold
         assert f.floor_bps(MBPS, 3 * MBPS, k * 100_000) == MBPS
@@ -30,7 +30,7 @@ def test_no_fault_no_floor():
 
 def test_feedback_gap_is_a_fault_after_a_second():
     f = FaultFloor()
-    f.on_report(1_000_000, 2 * MBPS)
+    f.on_report(1_000_000)
     f.on_tick(1_000_000 + FEEDBACK_GAP_US - 1, 2 * MBPS)
     assert f.faults == 0
     f.on_tick(1_000_000 + FEEDBACK_GAP_US, 2 * MBPS)

@@ -121,7 +121,7 @@ class LearnedController(Controller):
             return self.target_bps
         self._now_us = report.feedback_time_us
         if self.fault_floor is not None:
-            self.fault_floor.on_report(self._now_us, self.target_bps)
+            self.fault_floor.on_report(self._now_us)
         self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
         self._reports += 1
         if (self._reports - 1) % self.every_reports:

@@ -94,8 +94,8 @@ class FaultFloor:
         if cause != "gap":
             self._point_until_us = at_us + QUIET_US
 
-    def on_report(self, at_us: int, target_bps: int) -> None:
-        """A non-empty feedback report arrived (``target_bps``: the controller's target)."""
+    def on_report(self, at_us: int) -> None:
+        """A non-empty feedback report arrived."""
         if self._gap_open:
             # The gap is over: what follows is its aftermath, the floor's time.
             self._gap_open = False

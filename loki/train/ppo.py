@@ -103,13 +103,10 @@ def split_seed_of(args: PpoArgs) -> int:
     return args.seed if args.split_seed is None else args.split_seed
 
 
-def split_traces(
-    args: PpoArgs, rng: np.random.Generator | None = None
-) -> tuple[list[str], list[str]]:
+def split_traces(args: PpoArgs) -> tuple[list[str], list[str]]:
     """(fit, validation) trace paths of the training families, split by trace (seeded by the
-    split seed unless ``rng`` is given)."""
-    if rng is None:
-        rng = np.random.default_rng(split_seed_of(args))
+    split seed)."""
+    rng = np.random.default_rng(split_seed_of(args))
     paths = training_trace_paths(args.traces)
     if len(paths) < 2:
         return paths, paths
