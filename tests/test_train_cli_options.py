@@ -20,6 +20,7 @@ from loki.train.env import Reward
         (["train", "hybrid", "--change-weight", "inf"], "--change-weight must be"),
         (["train", "clone", "--small-move-eps", "0"], "--small-move-eps must be"),
         (["train", "clone", "--small-move-eps", "-0.5"], "--small-move-eps must be"),
+        (["train", "rl", "--balance-families"], "--balance-families is for"),
         (
             ["train", "online", "--change-weight", "-1", "--logs", "l", "--from", "m.npz"],
             "--change-weight must be",

@@ -62,6 +62,27 @@ def test_draws_are_reproducible_and_in_range(tmp_path):
     assert len({s.trace_path for s in specs}) == 3
 
 
+def test_balanced_draws_give_each_family_an_equal_share(tmp_path):
+    big = _family(tmp_path, "big_family", n=9)
+    small = _family(tmp_path, "small_family", n=1)
+    paths = training_trace_paths([big, small])
+    ranges = LinkRanges()
+    rng = np.random.default_rng(7)
+    per_trace = [draw_spec(paths, rng, 10.0, ranges) for _ in range(1000)]
+    rng = np.random.default_rng(7)
+    balanced = [draw_spec(paths, rng, 10.0, ranges, balance_families=True) for _ in range(1000)]
+
+    def small_share(specs):
+        return sum("small_family" in s.trace_path for s in specs) / len(specs)
+
+    assert 0.05 < small_share(per_trace) < 0.15  # 1 trace of 10
+    assert 0.45 < small_share(balanced) < 0.55  # 1 family of 2
+    assert len({s.trace_path for s in balanced}) == 10
+    # The default draw is unchanged by the option's existence (committed models rebuild).
+    again = [draw_spec(paths, np.random.default_rng(7), 10.0, ranges) for _ in range(1)]
+    assert again[0] == per_trace[0]
+
+
 def test_spec_builds_its_link(tmp_path):
     paths = training_trace_paths([_family(tmp_path, "fam", n=1)])
     spec = EpisodeSpec(paths[0], 1500, 30, 100, 0.01, 5.0, 1)

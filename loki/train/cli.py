@@ -66,6 +66,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help="clone: weight each report by 1 / (|label| + EPS) in the fit (default: plain MSE)",
     )
     p.add_argument(
+        "--balance-families",
+        action="store_true",
+        help="clone: draw episodes family by family instead of trace by trace",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -128,6 +133,8 @@ def reward_from_args(args: argparse.Namespace) -> Reward:
 
 
 def _train(args: argparse.Namespace, common: dict) -> Path:
+    if args.balance_families and args.model != "clone":
+        raise ValueError("--balance-families is for 'loki train clone' only")
     if args.model != "clone":
         common = {**common, "reward": reward_from_args(args)}
         if args.log_std_init is not None:
@@ -140,7 +147,9 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
         eps = args.small_move_eps
         if eps is not None and not (eps > 0 and eps < float("inf")):
             raise ValueError(f"--small-move-eps must be a finite number > 0, got {eps}")
-        extra = {} if eps is None else {"small_move_eps": eps}
+        extra: dict = {} if eps is None else {"small_move_eps": eps}
+        if args.balance_families:
+            extra["balance_families"] = True
         return train(CloneArgs(**common, **extra))
     if args.model == "rl":
         from loki.train.rl import RlArgs, train

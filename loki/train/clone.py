@@ -78,6 +78,8 @@ class CloneArgs(TrainArgs):
     #: moves are mostly tiny and its cuts large; plain MSE spends its precision on the cuts,
     #: while closed-loop drift comes from small biases in the tiny moves.
     small_move_eps: float | None = None
+    #: Draw fitting and validation episodes family by family (see data.draw_spec).
+    balance_families: bool = False
 
 
 class CloneNet(nn.Module):
@@ -191,7 +193,11 @@ def train(args: CloneArgs) -> Path:
     ranges = LinkRanges()
     decisions_per_episode = int(args.episode_s * 10)
     episodes = max(2, args.steps // (args.iterations * decisions_per_episode))
-    val_specs = [draw_spec(val_paths, rng, 60.0, ranges) for _ in range(args.val_episodes)]
+    bal = args.balance_families
+    val_specs = [
+        draw_spec(val_paths, rng, 60.0, ranges, balance_families=bal)
+        for _ in range(args.val_episodes)
+    ]
     curve = CsvLog(out / "curve.csv", ["iteration", "epoch", "samples", "train_mse", "val_mse"])
     loop_log = CsvLog(
         out / "closed_loop.csv",
@@ -221,7 +227,10 @@ def train(args: CloneArgs) -> Path:
     with Executor(args.workers, args.ray_address) as ex:
         for it in range(args.iterations):
             beta = 0.0 if it == args.iterations - 1 else 0.5**it
-            specs = [draw_spec(fit_paths, rng, args.episode_s, ranges) for _ in range(episodes)]
+            specs = [
+                draw_spec(fit_paths, rng, args.episode_s, ranges, balance_families=bal)
+                for _ in range(episodes)
+            ]
             jobs = [(s, params, beta, int(rng.integers(2**31))) for s in specs]
             got = []
             for i in tqdm(range(0, len(jobs), 8), desc=f"dagger {it} rollouts", unit="x8 ep"):

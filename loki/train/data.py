@@ -104,10 +104,33 @@ class EpisodeSpec:
         )
 
 
+@functools.cache
+def _by_family(paths: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        groups.setdefault(trace_family(p), []).append(p)
+    return tuple(tuple(groups[f]) for f in sorted(groups))
+
+
 def draw_spec(
-    paths: list[str], rng: np.random.Generator, duration_s: float, ranges: LinkRanges
+    paths: list[str],
+    rng: np.random.Generator,
+    duration_s: float,
+    ranges: LinkRanges,
+    *,
+    balance_families: bool = False,
 ) -> EpisodeSpec:
-    path = paths[int(rng.integers(len(paths)))]
+    """One episode. ``balance_families``: pick a family uniformly, then a trace of it.
+
+    Per trace, the families weigh by their trace counts (fcc 177, norway 80, 5G 48, OpenNetLab
+    7): the fast, bursty links (5G, OpenNetLab) are then under a fifth of the episodes.
+    """
+    if balance_families:
+        groups = _by_family(tuple(paths))
+        group = groups[int(rng.integers(len(groups)))]
+        path = group[int(rng.integers(len(group)))]
+    else:
+        path = paths[int(rng.integers(len(paths)))]
     period = cached_trace(path).period_ms
     lossless = rng.random() < ranges.no_loss_share
     return EpisodeSpec(
