@@ -21,6 +21,7 @@ from loki.train.env import Reward
         (["train", "clone", "--small-move-eps", "0"], "--small-move-eps must be"),
         (["train", "clone", "--small-move-eps", "-0.5"], "--small-move-eps must be"),
         (["train", "rl", "--balance-families"], "--balance-families is for"),
+        (["train", "hybrid", "--synthetic"], "--synthetic is for"),
         (
             ["train", "online", "--change-weight", "-1", "--logs", "l", "--from", "m.npz"],
             "--change-weight must be",

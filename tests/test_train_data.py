@@ -1,20 +1,25 @@
 """Training data: the held-out family is refused, trace rotation, reproducible link draws."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loki.train.data import (
     HELD_OUT_FAMILY,
+    SYNTHETIC_FAMILY,
     EpisodeSpec,
     HeldOutError,
     LinkRanges,
     draw_spec,
     rotate,
+    synthetic_traces,
     training_trace_paths,
+    write_synthetic_family,
 )
 from traces.generators import steps
+from traces.load import load_trace, trace_family
 from traces.mahimahi import write_mahimahi
 from traces.trace import Trace
 
@@ -81,6 +86,23 @@ def test_balanced_draws_give_each_family_an_equal_share(tmp_path):
     # The default draw is unchanged by the option's existence (committed models rebuild).
     again = [draw_spec(paths, np.random.default_rng(7), 10.0, ranges) for _ in range(1)]
     assert again[0] == per_trace[0]
+
+
+def test_synthetic_family_is_fixed_and_reads_back(tmp_path):
+    paths = write_synthetic_family(tmp_path)
+    again = write_synthetic_family(tmp_path / "again")
+    assert len(paths) == len(synthetic_traces()) >= 15
+    assert {trace_family(p) for p in paths} == {SYNTHETIC_FAMILY}
+    for a, b in zip(paths, again, strict=True):
+        assert Path(a).read_bytes() == Path(b).read_bytes()  # fixed seeds: the same family
+    const3 = load_trace(next(p for p in paths if p.endswith("constant-3mbps.mahi")))
+    assert const3.period_ms == 60_000
+    # 3 Mbps is 250 opportunities of 1500 bytes per second.
+    assert abs(const3.opportunities_between(0, 60_000) - 15_000) <= 1
+    balanced = [
+        draw_spec(paths, np.random.default_rng(3), 10.0, LinkRanges(), balance_families=True)
+    ]
+    assert balanced[0].trace_path in paths
 
 
 def test_spec_builds_its_link(tmp_path):

@@ -71,6 +71,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help="clone: draw episodes family by family instead of trace by trace",
     )
     p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="clone: add the project's synthetic links (constant, steps, outages, walks, "
+        "Markov) as one more training family",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -133,8 +139,9 @@ def reward_from_args(args: argparse.Namespace) -> Reward:
 
 
 def _train(args: argparse.Namespace, common: dict) -> Path:
-    if args.balance_families and args.model != "clone":
-        raise ValueError("--balance-families is for 'loki train clone' only")
+    for flag in ("balance_families", "synthetic"):
+        if getattr(args, flag) and args.model != "clone":
+            raise ValueError(f"--{flag.replace('_', '-')} is for 'loki train clone' only")
     if args.model != "clone":
         common = {**common, "reward": reward_from_args(args)}
         if args.log_std_init is not None:
@@ -150,6 +157,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
         extra: dict = {} if eps is None else {"small_move_eps": eps}
         if args.balance_families:
             extra["balance_families"] = True
+        if args.synthetic:
+            extra["synthetic"] = True
         return train(CloneArgs(**common, **extra))
     if args.model == "rl":
         from loki.train.rl import RlArgs, train

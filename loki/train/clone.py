@@ -57,6 +57,7 @@ from loki.train.data import (
     LinkRanges,
     draw_spec,
     training_trace_paths,
+    write_synthetic_family,
 )
 from loki.train.parallel import Executor
 from loki.train.rollout import run_session
@@ -80,6 +81,8 @@ class CloneArgs(TrainArgs):
     small_move_eps: float | None = None
     #: Draw fitting and validation episodes family by family (see data.draw_spec).
     balance_families: bool = False
+    #: Add the project's synthetic links as one more family (data.synthetic_traces).
+    synthetic: bool = False
 
 
 class CloneNet(nn.Module):
@@ -190,6 +193,10 @@ def train(args: CloneArgs) -> Path:
     n_val = max(1, round(args.val_share * len(paths))) if len(paths) > 1 else 0
     val_paths = [paths[i] for i in order[:n_val]] or paths
     fit_paths = [paths[i] for i in order[n_val:]] or paths
+    if args.synthetic:
+        # A sanity family more than a sample of the world: fitted on and checked on.
+        synthetic = write_synthetic_family(out)
+        val_paths, fit_paths = val_paths + synthetic, fit_paths + synthetic
     ranges = LinkRanges()
     decisions_per_episode = int(args.episode_s * 10)
     episodes = max(2, args.steps // (args.iterations * decisions_per_episode))

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from loki.emu.session import LinkConfig
+from traces import generators
 from traces.load import find_traces, load_trace, trace_family
+from traces.mahimahi import write_mahimahi
 from traces.trace import Trace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,48 @@ def training_trace_paths(dirs: list[Path] | None = None) -> list[str]:
             paths.append(str(p))
     if not paths:
         raise ValueError("no training traces found")
+    return paths
+
+
+#: Name of the synthetic family's folder (and so its family name, see traces.load.trace_family).
+SYNTHETIC_FAMILY = "synthetic"
+
+
+def synthetic_traces() -> list[Trace]:
+    """The project's own links as a training family: what GCC does on them is well known.
+
+    Real corpora hold few smooth links at multi-Mbps rates and few clean faults; a clone fitted
+    on them alone can drift on a constant link or stay low after an outage (loki/LEARNING.md,
+    session 5). Fixed seeds: the family is the same in every run.
+    """
+    minute = 60_000
+    out = [generators.constant(r * 1e6, minute) for r in (0.5, 1, 2, 3, 5, 8, 12)]
+    out += [
+        generators.steps([(20_000, 3e6), (20_000, 0.3e6), (20_000, 3e6)], "steps-3-0.3-3"),
+        generators.steps([(20_000, 1e6), (20_000, 4e6), (20_000, 1e6)], "steps-1-4-1"),
+        generators.steps([(20_000, 6e6), (20_000, 2e6), (20_000, 6e6)], "steps-6-2-6"),
+        generators.periodic_outages(3e6, 30_000, 5_000, minute, "outages-3mbps-5s"),
+        generators.periodic_outages(1.5e6, 20_000, 2_000, minute, "outages-1.5mbps-2s"),
+    ]
+    out += [
+        generators.random_walk(
+            minute, start_bps=2e6, min_bps=0.3e6, max_bps=8e6, seed=k, name=f"walk-{k}"
+        )
+        for k in range(3)
+    ]
+    out += [generators.markov_modulated(minute, seed=k, name=f"markov-{k}") for k in range(3)]
+    return out
+
+
+def write_synthetic_family(folder: Path) -> list[str]:
+    """Write :func:`synthetic_traces` as mahimahi files (workers load traces by path)."""
+    folder = Path(folder) / SYNTHETIC_FAMILY
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for trace in synthetic_traces():
+        path = folder / f"{trace.name}.mahi"
+        write_mahimahi(trace, path)
+        paths.append(str(path))
     return paths
 
 
