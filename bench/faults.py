@@ -56,6 +56,7 @@ from loki.emu.session import (
     Session,
     SessionConfig,
 )
+from loki.learned.models import controller_from_model
 from loki.qoe import session_freezes
 from traces import generators
 from traces.trace import Trace
@@ -303,6 +304,8 @@ def freeze_s(render_ms: Sequence[float], from_ms: float, end_ms: float) -> float
 def _controller(name: str, trace: Trace) -> Controller:
     if name == "fixed:KBPS":
         name = f"fixed:{FIXED_KBPS}"
+    if name.endswith(".npz"):  # an exported model (a candidate not shipped yet)
+        return controller_from_model(name)
     return make_controller(name, ControllerConfig(), trace=trace)
 
 

@@ -85,6 +85,10 @@ class CloneArgs(TrainArgs):
     synthetic: bool = False
 
 
+#: Subfolder of the output with every DAgger iteration's model (``iteration-K/model.npz``).
+ITERATIONS_DIR = "iterations"
+
+
 class CloneNet(nn.Module):
     """Trunk (the exposed high-level feature layer) and a linear head predicting the label."""
 
@@ -230,6 +234,7 @@ def train(args: CloneArgs) -> Path:
     mean = std = None
     params: dict | None = None
     best: tuple[float, int, dict, dict, float] | None = None  # gap, iteration, weights, loop, mse
+    every: list[tuple[int, dict]] = []  # (iteration, weights): each one is kept as a candidate
     model_path = out / "model.npz"
     with Executor(args.workers, args.ray_address) as ex:
         for it in range(args.iterations):
@@ -296,6 +301,7 @@ def train(args: CloneArgs) -> Path:
                 f"{loop['clone_kbps']:.0f} vs GCC {loop['gcc_kbps']:.0f}, stall "
                 f"{loop['clone_stall']:.4f} vs {loop['gcc_stall']:.4f}, gap {gap:.2f}"
             )
+            every.append((it, net.export()))
             if best is None or gap < best[0]:
                 best = (gap, it, net.export(), loop, val)
     curve.close()
@@ -313,6 +319,19 @@ def train(args: CloneArgs) -> Path:
         "command": args.command,
     }
     low, high = seen.bounds()
+    # Every iteration as a model of its own (same normaliser and guard range as the export):
+    # the closed loop on the validation links is one judge of a clone; bench/clone_selection.py
+    # adds others (faults, constant links) and can pick among these.
+    for it, w in every:
+        write_model(
+            out / ITERATIONS_DIR / f"iteration-{it}",
+            w,
+            obs_mean=mean,
+            obs_std=std,
+            obs_low=low,
+            obs_high=high,
+            meta={**meta, "exported_iteration": it},
+        )
     write_model(out, weights, obs_mean=mean, obs_std=std, obs_low=low, obs_high=high, meta=meta)
     _card(out, args, meta, last_loop, val_mse=val, n_fit=len(fit_paths), n_val=len(val_paths))
     return model_path

@@ -122,6 +122,7 @@ def write_model(
     arrays[GUARD_LOW_KEY] = np.asarray(obs_low, dtype=np.float32)
     arrays[GUARD_HIGH_KEY] = np.asarray(obs_high, dtype=np.float32)
     arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILE
     tmp = directory / (MODEL_FILE + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
