@@ -80,3 +80,50 @@ def test_fusion_policy_composes_trunks_gates_and_head(rng):
         np.testing.assert_allclose(got_r, f_r, rtol=1e-4, atol=1e-5)
         raw = rng.normal(0, 3, N_IN).astype(np.float32)
         assert folded(raw) == pytest.approx(pol(norm(raw)), abs=1e-5)
+
+
+def test_state_head_decodes_the_likeliest_move_with_its_own_size(rng):
+    from loki.learned.policies import decode_state_head
+
+    # (decrease, hold, increase) logits, then the decrease and increase sizes.
+    assert decode_state_head(np.array([3.0, 0.0, 0.0, -0.25, 0.5])) == -0.25
+    assert decode_state_head(np.array([0.0, 3.0, 0.0, -0.25, 0.5])) == 0.0
+    assert decode_state_head(np.array([0.0, 0.0, 3.0, -0.25, 0.011])) == 0.011
+    # A size of the wrong sign is no move; sizes stay in the action range.
+    assert decode_state_head(np.array([0.0, 0.0, 3.0, -0.25, -0.2])) == 0.0
+    assert decode_state_head(np.array([3.0, 0.0, 0.0, 0.3, 0.5])) == 0.0
+    assert decode_state_head(np.array([3.0, 0.0, 0.0, -4.0, 0.5])) == -1.0
+    params = _mlp(rng, "clone") | _lin(rng, "clone.head.0", H, 5)
+    policy = MlpPolicy(params, "clone")
+    assert policy.state_head
+    x = rng.normal(size=N_IN).astype(np.float32)
+    out = params["clone.head.0.weight"] @ policy.features(x) + params["clone.head.0.bias"]
+    assert policy(x) == pytest.approx(decode_state_head(out))
+    with pytest.raises(ValueError, match="neither an action"):
+        MlpPolicy(_mlp(rng, "clone") | _lin(rng, "clone.head.0", H, 3), "clone")
+
+
+def test_clone_net_state_head_trains_on_moves_and_decodes_like_numpy():
+    torch = pytest.importorskip("torch")
+    from loki.learned.policies import decode_state_head
+    from loki.train.clone import CloneNet, move_of
+
+    y = torch.tensor([-0.2, 0.0, 0.00005, 0.011, 0.3])
+    assert move_of(y).tolist() == [0, 1, 1, 2, 2]
+    torch.manual_seed(0)
+    net = CloneNet(N_IN, state_head=True)
+    x = torch.randn(5, N_IN)
+    w = torch.ones(5)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = float(net.loss(x, y, w).detach())
+    for _ in range(300):
+        opt.zero_grad()
+        loss = net.loss(x, y, w)
+        loss.backward()
+        opt.step()
+    assert float(net.loss(x, y, w).detach()) < 0.05 * first
+    with torch.no_grad():
+        acts = net.action(x)
+        outs = net(x).numpy()
+    assert acts.tolist() == pytest.approx([-0.2, 0.0, 0.0, 0.011, 0.3], abs=0.02)
+    assert [decode_state_head(o) for o in outs] == pytest.approx(acts.tolist(), abs=1e-6)

@@ -90,6 +90,30 @@ def test_clone_writes_model_card_and_curves(clone):
     assert np.all(p["obs_low"] <= p["obs_high"])
 
 
+def test_clone_keeps_every_iteration_as_a_model(clone):
+    its = sorted((clone.parent / "iterations").glob("iteration-*/model.npz"))
+    assert [p.parent.name for p in its] == ["iteration-0", "iteration-1"]
+    exported = load_model(clone)
+    meta = json.loads(str(exported["meta"]))
+    same = load_model(its[meta["exported_iteration"]])
+    np.testing.assert_array_equal(same["clone.head.0.weight"], exported["clone.head.0.weight"])
+    np.testing.assert_array_equal(same["obs_high"], exported["obs_high"])
+
+
+def test_state_head_clone_trains_and_drives(family, tmp_path):
+    from dataclasses import replace
+
+    from loki.learned.models import controller_from_model
+
+    path = train_clone(replace(_clone_args(family, tmp_path), state_head=True))
+    p = load_model(path)
+    assert p["clone.head.0.weight"].shape == (5, 64)
+    ctl = controller_from_model(path)
+    assert ctl.policy.state_head  # type: ignore[attr-defined]
+    a = ctl.policy(_random_obs(p, np.random.default_rng(0)))  # type: ignore[misc]
+    assert -1.0 <= a <= 1.0
+
+
 def test_clone_is_reproducible_from_its_seed(family, clone, tmp_path):
     again = train_clone(_clone_args(family, tmp_path))
     a, b = load_model(clone), load_model(again)

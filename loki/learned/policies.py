@@ -22,8 +22,28 @@ ACTION_LOW = -1.0
 ACTION_HIGH = 1.0
 
 
+#: A clone head that names GCC's next move instead of regressing it: logits of (decrease, hold,
+#: increase), then the size of a decrease and of an increase (log2 rate ratio).
+STATE_HEAD_OUTPUTS = 5
+
+
 def _clip_action(y: float) -> float:
     return min(max(y, ACTION_LOW), ACTION_HIGH)
+
+
+def decode_state_head(out: np.ndarray) -> float:
+    """The action of a state head's outputs: the likeliest move, with its own size.
+
+    Why a head like this: GCC climbs about +0.011 (log2) per 100 ms report on a steady link,
+    and a one-number regression whose bias is that size turns the climb into a slide (loki/
+    LEARNING.md, session 5). Which move to make is a classification a small bias does not flip.
+    """
+    move = int(np.argmax(out[:3]))
+    if move == 1:
+        return 0.0
+    if move == 0:
+        return min(max(float(out[3]), ACTION_LOW), 0.0)
+    return min(max(float(out[4]), 0.0), ACTION_HIGH)
 
 
 def fold_normalizer(
@@ -54,8 +74,15 @@ class MlpPolicy:
         l1, l2 = self.trunk.layers
         self._w1, self._b1 = fold_normalizer(l1.weight, l1.bias, normalizer)
         self._w2, self._b2 = l2.weight, l2.bias
-        self._wh = np.ascontiguousarray(self.head.layers[0].weight[0])
-        self._bh = float(self.head.layers[0].bias[0])
+        head = self.head.layers[0]
+        self.state_head = head.weight.shape[0] == STATE_HEAD_OUTPUTS
+        if not self.state_head and head.weight.shape[0] != 1:
+            raise ValueError(
+                f"MlpPolicy: a head of {head.weight.shape[0]} outputs is neither an action "
+                f"(1) nor a rate-control state head ({STATE_HEAD_OUTPUTS})"
+            )
+        self._wh = np.ascontiguousarray(head.weight if self.state_head else head.weight[0])
+        self._bh = head.bias.copy() if self.state_head else float(head.bias[0])
 
     @property
     def obs_size(self) -> int:
@@ -67,6 +94,8 @@ class MlpPolicy:
 
     def __call__(self, x: np.ndarray) -> float:
         f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
+        if self.state_head:
+            return decode_state_head(self._wh @ f + self._bh)
         return _clip_action(float(self._wh @ f) + self._bh)
 
 

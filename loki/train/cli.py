@@ -77,6 +77,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "Markov) as one more training family",
     )
     p.add_argument(
+        "--state-head",
+        action="store_true",
+        help="clone: name GCC's move (decrease/hold/increase) and regress its size, instead "
+        "of regressing one log ratio",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -139,7 +145,7 @@ def reward_from_args(args: argparse.Namespace) -> Reward:
 
 
 def _train(args: argparse.Namespace, common: dict) -> Path:
-    for flag in ("balance_families", "synthetic"):
+    for flag in ("balance_families", "synthetic", "state_head"):
         if getattr(args, flag) and args.model != "clone":
             raise ValueError(f"--{flag.replace('_', '-')} is for 'loki train clone' only")
     if args.model != "clone":
@@ -159,6 +165,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
             extra["balance_families"] = True
         if args.synthetic:
             extra["synthetic"] = True
+        if args.state_head:
+            extra["state_head"] = True
         return train(CloneArgs(**common, **extra))
     if args.model == "rl":
         from loki.train.rl import RlArgs, train

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.features import FEATURE_NAMES, HISTORY
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
-from loki.learned.policies import MlpPolicy
+from loki.learned.policies import STATE_HEAD_OUTPUTS, MlpPolicy
 from loki.nn import Normalizer
 from loki.train.common import (
     HIDDEN,
@@ -83,22 +83,60 @@ class CloneArgs(TrainArgs):
     balance_families: bool = False
     #: Add the project's synthetic links as one more family (data.synthetic_traces).
     synthetic: bool = False
+    #: Name GCC's move (decrease / hold / increase) and regress its size per move, instead of
+    #: regressing one log ratio (policies.decode_state_head).
+    state_head: bool = False
 
 
 #: Subfolder of the output with every DAgger iteration's model (``iteration-K/model.npz``).
 ITERATIONS_DIR = "iterations"
 
 
+#: A label within this of 0 is GCC holding its rate (a hold is an exact 0; the loss-based
+#: estimator's tiny adjustments are holds too).
+HOLD_EPS = 1e-4
+
+
+def move_of(y: torch.Tensor) -> torch.Tensor:
+    """GCC's move as a class: 0 decrease, 1 hold, 2 increase."""
+    move = torch.ones_like(y, dtype=torch.long)
+    move[y < -HOLD_EPS] = 0
+    move[y > HOLD_EPS] = 2
+    return move
+
+
 class CloneNet(nn.Module):
     """Trunk (the exposed high-level feature layer) and a linear head predicting the label."""
 
-    def __init__(self, obs_size: int) -> None:
+    def __init__(self, obs_size: int, state_head: bool = False) -> None:
         super().__init__()
         self.trunk = trunk(obs_size)
-        self.head = nn.Linear(HIDDEN[-1], 1)
+        self.state_head = state_head
+        self.head = nn.Linear(HIDDEN[-1], STATE_HEAD_OUTPUTS if state_head else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x)).squeeze(-1)
+        out = self.head(self.trunk(x))
+        return out if self.state_head else out.squeeze(-1)
+
+    def action(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoded action (for the held-back MSE, comparable across heads)."""
+        out = self.forward(x)
+        if not self.state_head:
+            return out
+        move = out[:, :3].argmax(dim=1)
+        dec = out[:, 3].clamp(-1.0, 0.0)
+        inc = out[:, 4].clamp(0.0, 1.0)
+        return torch.where(move == 0, dec, torch.where(move == 2, inc, torch.zeros_like(dec)))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if not self.state_head:
+            return (w * (self.forward(x) - y) ** 2).mean()
+        out = self.forward(x)
+        move = move_of(y)
+        ce = nn.functional.cross_entropy(out[:, :3], move, reduction="none")
+        size = torch.where(move == 0, out[:, 3], out[:, 4])
+        sq = torch.where(move == 1, torch.zeros_like(y), (size - y) ** 2)
+        return (w * (ce + sq)).mean()
 
     def export(self) -> dict[str, np.ndarray]:
         return {
@@ -226,7 +264,7 @@ def train(args: CloneArgs) -> Path:
         ],
     )
     obs_size = RatioController.obs_size
-    net = CloneNet(obs_size)
+    net = CloneNet(obs_size, state_head=args.state_head)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     all_obs: list[np.ndarray] = []
     all_y: list[np.ndarray] = []
@@ -273,13 +311,13 @@ def train(args: CloneArgs) -> Path:
                 idx = fit[torch.randperm(fit.numel())]
                 for b in range(0, idx.numel(), args.batch):
                     j = idx[b : b + args.batch]
-                    loss = (w[j] * (net(x[j]) - y[j]) ** 2).mean()
+                    loss = net.loss(x[j], y[j], w[j])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     total += loss.item() * j.numel()
                 with torch.no_grad():
-                    val = float(nn.functional.mse_loss(net(x[hold]), y[hold]))
+                    val = float(nn.functional.mse_loss(net.action(x[hold]), y[hold]))
                 curve.row(
                     iteration=it, epoch=epoch, samples=n, train_mse=total / fit.numel(), val_mse=val
                 )

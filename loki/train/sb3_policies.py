@@ -92,6 +92,12 @@ class FusionPolicy(ActorCriticPolicy):
     """Loki's actor-critic; ``clone_params`` is the exported clone (numpy arrays)."""
 
     def __init__(self, *args, clone_params: dict[str, np.ndarray], **kwargs) -> None:
+        head = clone_params.get("clone.head.0.weight")
+        if head is not None and head.shape[0] != 1:
+            raise ValueError(
+                "loki's action head starts as the clone's one-output head; this clone has a "
+                f"{head.shape[0]}-output head (--state-head): train loki from a clone without it"
+            )
         self._clone_params = clone_params
         kwargs.setdefault("ortho_init", False)  # keep the clone's and the gates' initialisation
         super().__init__(*args, **kwargs)
