@@ -375,6 +375,16 @@ def train(args: CloneArgs) -> Path:
     return model_path
 
 
+def _head_text(args: CloneArgs) -> str:
+    if args.state_head:
+        return (
+            "State head (`--state-head`): logits of GCC's move (decrease, hold, increase) and the "
+            "size of a decrease and of an increase; the action is the likeliest move with its "
+            f"size, as log2(next target / previous target) within +-{ACTION_LOG2_RANGE}."
+        )
+    return f"Linear head: log2(next target / previous target), clipped to +-{ACTION_LOG2_RANGE}."
+
+
 def _card(
     out: Path, args: CloneArgs, meta: dict, loop: dict, *, val_mse: float, n_fit: int, n_val: int
 ) -> None:
@@ -388,8 +398,7 @@ def _card(
             "Model": (
                 f"Input: {HISTORY} reports x {len(FEATURE_NAMES)} features "
                 f"({', '.join(FEATURE_NAMES)}), normalised. Trunk {len(HIDDEN)} x {HIDDEN[0]} "
-                f"tanh: its output is the high-level feature layer Loki fuses. Linear head: "
-                f"log2(next target / previous target), clipped to +-{ACTION_LOG2_RANGE}. "
+                f"tanh: its output is the high-level feature layer Loki fuses. {_head_text(args)} "
                 "Weights `model.npz`, numpy inference."
             ),
             "Data": (
