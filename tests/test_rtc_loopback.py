@@ -38,7 +38,7 @@ def test_target_follows_the_capacity_step(step_session) -> None:  # type: ignore
     # What a failure needs to be read (one fresh-clone run in session 4 stayed near 0.6 Mbps:
     # the initial probe did not lift GCC; it did not recur in 10 runs, two of them with both
     # cores busy).
-    keys = ("probes_sent", "feedback_reports", "rtt_samples")
+    keys = ("probes_sent", "probes_skipped", "feedback_reports", "rtt_samples")
     why = {k: step_session.stats.get(k) for k in keys}
     assert before.max() > 1.2 * LOW_BPS, f"GCC should have ramped above the later capacity: {why}"
     assert after.mean() < LOW_BPS, "GCC's target must come down below the stepped capacity"
@@ -60,3 +60,12 @@ def test_video_keeps_flowing(step_session) -> None:  # type: ignore[no-untyped-d
     # counted against the reports received so a loaded machine (fewer reports) is judged fairly.
     assert stats["encoder_reconfigurations"] >= 0.3 * stats["feedback_reports"]
     assert stats["keyframes"] <= 4
+
+
+def test_warm_up_runs_each_kind_and_refuses_an_unknown_one_before_going_live() -> None:
+    from rtc.session import warm_up
+
+    for name in ("gcc", "loki", "fixed:500"):
+        warm_up(name)  # one emulated second each; the live session builds its own controller
+    with pytest.raises(ValueError, match="unknown controller"):
+        warm_up("no-such-controller")
