@@ -106,7 +106,8 @@ def move_of(y: torch.Tensor) -> torch.Tensor:
 
 
 class CloneNet(nn.Module):
-    """Trunk (the exposed high-level feature layer) and a linear head predicting the label."""
+    """Trunk (the exposed high-level feature layer) and a linear head: one output predicting
+    the label, or with ``state_head`` GCC's move and its size (policies.decode_state_head)."""
 
     def __init__(self, obs_size: int, state_head: bool = False) -> None:
         super().__init__()
@@ -339,9 +340,10 @@ def train(args: CloneArgs) -> Path:
                 f"{loop['clone_kbps']:.0f} vs GCC {loop['gcc_kbps']:.0f}, stall "
                 f"{loop['clone_stall']:.4f} vs {loop['gcc_stall']:.4f}, gap {gap:.2f}"
             )
-            every.append((it, net.export()))
+            weights_it = net.export()
+            every.append((it, weights_it))
             if best is None or gap < best[0]:
-                best = (gap, it, net.export(), loop, val)
+                best = (gap, it, weights_it, loop, val)
     curve.close()
     loop_log.close()
     assert best is not None
