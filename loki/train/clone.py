@@ -59,6 +59,7 @@ from loki.train.data import (
     training_trace_paths,
     write_synthetic_family,
 )
+from loki.train.evaluate import clone_gap
 from loki.train.parallel import Executor
 from loki.train.rollout import run_session
 
@@ -219,11 +220,8 @@ def closed_loop(executor: Executor, specs: list[EpisodeSpec], model_path: Path) 
 
 
 def closed_loop_gap(loop: dict) -> float:
-    """How far the closed-loop clone is from GCC, in units of the project's tolerances
-    (bitrate within 5 %, stall rate within 10 % relative): the larger of the two ratios."""
-    kbps = abs(loop["clone_kbps"] / max(loop["gcc_kbps"], 1e-9) - 1.0) / 0.05
-    stall = abs(loop["clone_stall"] - loop["gcc_stall"]) / max(loop["gcc_stall"], 1e-4) / 0.10
-    return max(kbps, stall)
+    """:func:`~loki.train.evaluate.clone_gap` of a :func:`closed_loop` result."""
+    return clone_gap(loop["clone_kbps"], loop["gcc_kbps"], loop["clone_stall"], loop["gcc_stall"])
 
 
 def train(args: CloneArgs) -> Path:

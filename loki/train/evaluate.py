@@ -35,6 +35,20 @@ METRICS = ("bitrate_kbps", "stall_rate", "frame_delay_p95_ms", "change_log2")
 RESAMPLES = 2000
 
 
+#: Issue 4's tolerances for the clone against GCC: mean bitrate within 5 %, mean stall rate
+#: within 10 % relative.
+CLONE_BITRATE_TOL = 0.05
+CLONE_STALL_TOL = 0.10
+
+
+def clone_gap(clone_kbps: float, gcc_kbps: float, clone_stall: float, gcc_stall: float) -> float:
+    """How far a clone is from GCC in units of those tolerances: the larger of the two ratios
+    (below 1: within both). The DAgger trainer and bench/clone_selection.py judge by it."""
+    kbps = abs(clone_kbps / max(gcc_kbps, 1e-9) - 1.0) / CLONE_BITRATE_TOL
+    stall = abs(clone_stall - gcc_stall) / max(gcc_stall, 1e-4) / CLONE_STALL_TOL
+    return max(kbps, stall)
+
+
 def specs_for(family_dir: Path, sample: int | None, seed: int) -> list[EpisodeSpec]:
     paths = [str(p) for p in find_traces(family_dir)]
     if sample is not None and sample < len(paths):
