@@ -148,28 +148,6 @@ class LossWindow:
         )
 
 
-class DelayWindow:
-    """Extra delay for packets entering during ``[start_ms, end_ms)``, kept in FIFO order.
-
-    When the delay comes back down, later packets wait behind the last delayed one rather than
-    overtake it: the emulator's receive side needs arrivals in time order.
-    """
-
-    def __init__(self, start_ms: int, end_ms: int, extra_ms: int) -> None:
-        self.start_ms, self.end_ms, self.extra_ms = start_ms, end_ms, extra_ms
-        self._last_exit_ms = 0
-
-    def send(self, arrival_ms: int, size_bytes: int) -> int:
-        extra = self.extra_ms if self.start_ms <= arrival_ms < self.end_ms else 0
-        self._last_exit_ms = max(self._last_exit_ms, arrival_ms + extra)
-        return self._last_exit_ms
-
-    def send_batch(self, arrival_ms: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
-        return np.array(
-            [self.send(int(t), int(s)) for t, s in zip(arrival_ms, size_bytes, strict=True)]
-        )
-
-
 def fault_trace(fault: Fault) -> Trace:
     """The base link, with the fault's capacity share over its window."""
     total_ms = round(fault.session_s * 1000)
@@ -198,14 +176,15 @@ class FaultSession(Session):
             delay_ms=BASE_DELAY_MS,
             queue_packets=QUEUE_PACKETS if queue_packets is None else queue_packets,
             feedback_blackouts_ms=((start_ms, end_ms),) if fault.feedback_blackout else (),
+            path_delay_steps_ms=(
+                ((start_ms, end_ms, fault.extra_delay_ms),) if fault.extra_delay_ms > 0 else ()
+            ),
         )
         super().__init__(controller, link, SessionConfig(duration_s=fault.session_s, seed=seed))
         self.fault = fault
         stages = list(self.uplink.stages)
         if fault.loss > 0:
             stages.insert(0, LossWindow(start_ms, end_ms, fault.loss, seed=seed + 1))
-        if fault.extra_delay_ms > 0:
-            stages.append(DelayWindow(start_ms, end_ms, fault.extra_delay_ms))
         self.use_uplink(StagePath(stages))
         self.bad_targets = 0
         self.targets: list[tuple[int, int]] = [(0, controller.target_bps)]

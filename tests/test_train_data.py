@@ -111,3 +111,32 @@ def test_spec_builds_its_link(tmp_path):
     link = spec.link()
     assert (link.delay_ms, link.queue_packets, link.loss) == (30, 100, 0.01)
     assert link.trace.name.endswith("@1500")
+
+
+def test_path_changes_are_drawn_only_when_asked_and_stay_in_range(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=3)])
+    plain = LinkRanges()
+    with_changes = LinkRanges(path_change_share=0.3)
+    rng = np.random.default_rng(11)
+    specs = [draw_spec(paths, rng, 30.0, with_changes) for _ in range(400)]
+    changed = [s.path_change for s in specs if s.path_change is not None]
+    assert 0.22 < len(changed) / len(specs) < 0.38
+    for start, end, extra in changed:
+        assert 5_000 <= start < 28_000  # after the controller has settled, before the end
+        assert 2_000 <= end - start <= 15_000
+        assert 100 <= extra <= 1_000
+    # Without the option nothing more is drawn: the default episodes are the ones the
+    # committed models were trained on.
+    a = np.random.default_rng(4)
+    b = np.random.default_rng(4)
+    assert [draw_spec(paths, a, 30.0, plain) for _ in range(5)] == [
+        draw_spec(paths, b, 30.0, LinkRanges(path_change_share=0.0)) for _ in range(5)
+    ]
+    assert all(draw_spec(paths, a, 30.0, plain).path_change is None for _ in range(50))
+
+
+def test_a_path_change_reaches_the_session_link(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=1)])
+    spec = EpisodeSpec(paths[0], 0, 30, 100, 0.0, 5.0, 1, path_change=(1_000, 3_000, 400))
+    assert spec.link().path_delay_steps_ms == ((1_000, 3_000, 400),)
+    assert EpisodeSpec(paths[0], 0, 30, 100, 0.0, 5.0, 1).link().path_delay_steps_ms == ()

@@ -29,3 +29,40 @@ class Delay:
     def send_batch(self, arrival_ms: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
         """:meth:`send` for an array of packets."""
         return np.asarray(arrival_ms, dtype=np.int64) + self.delay_ms
+
+
+class PathDelaySteps:
+    """Extra one-way delay over windows of time: a path change (a handover, a re-route).
+
+    ``steps``: ``(start_ms, end_ms, extra_ms)`` windows; a packet entering during one gets
+    ``extra_ms`` more. Packets stay in FIFO order: when the delay comes back down, later
+    packets wait behind the last delayed one instead of overtaking it (the receive side needs
+    arrivals in time order, and a real path change drains what is in flight on the old path
+    first). Placed after the link, so the step does not change what the link serves.
+    """
+
+    __slots__ = ("_last_exit_ms", "steps")
+
+    def __init__(self, steps: tuple[tuple[int, int, int], ...]) -> None:
+        for start, end, extra in steps:
+            if not (0 <= start < end) or extra < 0:
+                raise ValueError(
+                    f"PathDelaySteps: need 0 <= start_ms < end_ms and extra_ms >= 0, got "
+                    f"{(start, end, extra)}"
+                )
+        self.steps = tuple(steps)
+        self._last_exit_ms = 0
+
+    def extra_ms(self, arrival_ms: int) -> int:
+        for start, end, extra in self.steps:
+            if start <= arrival_ms < end:
+                return extra
+        return 0
+
+    def send(self, arrival_ms: int, size_bytes: int) -> int:
+        exit_ms = max(self._last_exit_ms, arrival_ms + self.extra_ms(arrival_ms))
+        self._last_exit_ms = exit_ms
+        return exit_ms
+
+    def send_batch(self, arrival_ms: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
+        return np.array([self.send(int(t), 0) for t in arrival_ms], dtype=np.int64)

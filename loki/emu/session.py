@@ -145,6 +145,9 @@ class LinkConfig:
     #: Windows [start_ms, end_ms) in which every receiver-to-sender message (transport
     #: feedback, RTCP RR, NACK, PLI) is lost: a feedback blackout.
     feedback_blackouts_ms: tuple[tuple[int, int], ...] = ()
+    #: Windows ``(start_ms, end_ms, extra_ms)`` in which the media path is ``extra_ms`` longer
+    #: (a path change: handover, re-route), packets kept in order (loki.emu.delay).
+    path_delay_steps_ms: tuple[tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0:
@@ -157,6 +160,12 @@ class LinkConfig:
             if not 0 <= start < end:
                 raise ValueError(
                     f"feedback blackout needs 0 <= start_ms < end_ms, got {start, end}"
+                )
+        for start, end, extra in self.path_delay_steps_ms:
+            if not 0 <= start < end or extra < 0:
+                raise ValueError(
+                    "path delay step needs 0 <= start_ms < end_ms and extra_ms >= 0, got "
+                    f"{start, end, extra}"
                 )
         if (self.queue_packets is not None and self.queue_packets <= 0) or (
             self.queue_bytes is not None and self.queue_bytes <= 0
@@ -203,6 +212,12 @@ def make_uplink(link: LinkConfig, seed: int) -> Path:
     return uplink_path(link.trace, link.delay_ms, link.loss, queue, seed)
 
 
+def _with_path_delay_steps(uplink: Path, steps: tuple[tuple[int, int, int], ...]) -> Path:
+    from loki.emu.delay import PathDelaySteps
+
+    return Path([*uplink.stages, PathDelaySteps(steps)])
+
+
 class Session:
     """Runs one controller over one link; call :meth:`run` (or :meth:`step` for RL)."""
 
@@ -220,6 +235,9 @@ class Session:
         self._rng = np.random.default_rng(cfg.seed)
         self._uplink = make_uplink(link, seed=int(self._rng.integers(2**31)))
         self._std_uplink = self._uplink
+        if link.path_delay_steps_ms:
+            # Not in the compiled chain: the session sends packet by packet through it.
+            self._uplink = _with_path_delay_steps(self._uplink, link.path_delay_steps_ms)
         self._loss = self._uplink.stage(Loss)
         self._link = self._uplink.stage(Link)
         self._fb_loss_rng = np.random.default_rng(int(self._rng.integers(2**31)))

@@ -83,6 +83,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "of regressing one log ratio",
     )
     p.add_argument(
+        "--path-changes",
+        type=float,
+        metavar="SHARE",
+        help="share of training episodes in which the path's one-way delay steps up by "
+        "100-1000 ms for 2-15 s and back (a handover; default 0: none)",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -109,7 +116,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             from loki.cli import CliError
 
             raise CliError(str(e)) from e
+    share = args.path_changes
+    if share is not None and not 0.0 <= share <= 1.0:
+        from loki.cli import CliError
+
+        raise CliError(f"--path-changes must be a share in [0, 1], got {share}")
     common = {
+        "path_change_share": share or 0.0,
         "traces": args.traces,
         "steps": args.steps or DEFAULT_STEPS[args.model],
         "seed": args.seed,

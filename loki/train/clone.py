@@ -26,7 +26,7 @@ Outputs in ``--out`` (default ``loki/models/gcc-clone``): ``model.npz``, ``card.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +239,7 @@ def train(args: CloneArgs) -> Path:
         synthetic = write_synthetic_family(out)
         val_paths, fit_paths = val_paths + synthetic, fit_paths + synthetic
     ranges = LinkRanges()
+    fit_ranges = replace(ranges, path_change_share=args.path_change_share)
     decisions_per_episode = int(args.episode_s * 10)
     episodes = max(2, args.steps // (args.iterations * decisions_per_episode))
     bal = args.balance_families
@@ -277,7 +278,7 @@ def train(args: CloneArgs) -> Path:
         for it in range(args.iterations):
             beta = 0.0 if it == args.iterations - 1 else 0.5**it
             specs = [
-                draw_spec(fit_paths, rng, args.episode_s, ranges, balance_families=bal)
+                draw_spec(fit_paths, rng, args.episode_s, fit_ranges, balance_families=bal)
                 for _ in range(episodes)
             ]
             jobs = [(s, params, beta, int(rng.integers(2**31))) for s in specs]

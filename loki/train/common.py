@@ -38,6 +38,9 @@ class TrainArgs:
     workers: int = 1
     ray_address: str | None = None
     out: Path | None = None
+    #: Share of training episodes with a path change (data.draw_path_change); 0: none, and the
+    #: episodes are drawn exactly as before the option existed. Validation links have none.
+    path_change_share: float = 0.0
     #: The exact command line, for the model card.
     command: str = field(default_factory=lambda: shlex.join(["loki", *sys.argv[1:]]))
 

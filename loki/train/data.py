@@ -12,7 +12,7 @@ is reproducible from its seed whatever the number of workers.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,12 @@ class LinkRanges:
     loss: tuple[float, float] = (0.0, 0.02)
     #: Share of episodes with no random loss (real links are often loss-free).
     no_loss_share: float = 0.5
+    #: Share of episodes with one path change: the one-way delay steps up by ``path_extra_ms``
+    #: for ``path_change_s`` and back (a handover or re-route). 0 by default, and then
+    #: nothing more is drawn, so runs without it are the same as before it existed.
+    path_change_share: float = 0.0
+    path_extra_ms: tuple[int, int] = (100, 1000)
+    path_change_s: tuple[float, float] = (2.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class EpisodeSpec:
     loss: float
     duration_s: float
     seed: int
+    #: ``(start_ms, end_ms, extra_ms)``: one path change, or None.
+    path_change: tuple[int, int, int] | None = None
 
     def link(self) -> LinkConfig:
         return LinkConfig(
@@ -145,6 +153,7 @@ class EpisodeSpec:
             delay_ms=self.delay_ms,
             queue_packets=self.queue_packets,
             loss=self.loss,
+            path_delay_steps_ms=(self.path_change,) if self.path_change else (),
         )
 
 
@@ -177,7 +186,7 @@ def draw_spec(
         path = paths[int(rng.integers(len(paths)))]
     period = cached_trace(path).period_ms
     lossless = rng.random() < ranges.no_loss_share
-    return EpisodeSpec(
+    spec = EpisodeSpec(
         trace_path=path,
         offset_ms=int(rng.integers(period)),
         delay_ms=int(rng.integers(ranges.delay_ms[0], ranges.delay_ms[1] + 1)),
@@ -186,3 +195,24 @@ def draw_spec(
         duration_s=duration_s,
         seed=int(rng.integers(2**31)),
     )
+    if ranges.path_change_share > 0 and rng.random() < ranges.path_change_share:
+        spec = replace(spec, path_change=draw_path_change(rng, duration_s, ranges))
+    return spec
+
+
+def draw_path_change(
+    rng: np.random.Generator, duration_s: float, ranges: LinkRanges
+) -> tuple[int, int, int]:
+    """One path change inside an episode: ``(start_ms, end_ms, extra_ms)``.
+
+    Why episodes have them (``--path-changes``): a learned controller reads delay above the
+    session's minimum as queueing, and training links have a fixed path; so a handover that
+    adds 960 ms read as a full queue, and the networks cut far below GCC, which reacts to delay
+    *growth* and holds through it (bench/faults.py, issue 7). The change starts after a few
+    seconds (the controller has settled) and may outlast the episode.
+    """
+    total_ms = round(duration_s * 1000)
+    start = int(rng.integers(min(5_000, total_ms // 4), max(total_ms - 2_000, total_ms // 2)))
+    length = int(rng.uniform(*ranges.path_change_s) * 1000)
+    extra = int(rng.integers(ranges.path_extra_ms[0], ranges.path_extra_ms[1] + 1))
+    return (start, start + length, extra)

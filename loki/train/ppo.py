@@ -115,9 +115,10 @@ def split_traces(args: PpoArgs) -> tuple[list[str], list[str]]:
     return [paths[i] for i in order[n_val:]], [paths[i] for i in order[:n_val]]
 
 
-def _env(paths, factory, episode_s, seed, reward):
+def _env(paths, factory, episode_s, seed, reward, path_change_share=0.0):
+    ranges = LinkRanges(path_change_share=path_change_share)
     return ControllerEnv(
-        paths, factory, episode_s=episode_s, ranges=LinkRanges(), reward=reward, seed=seed
+        paths, factory, episode_s=episode_s, ranges=ranges, reward=reward, seed=seed
     )
 
 
@@ -126,7 +127,15 @@ def make_envs(args: PpoArgs, paths: list[str], controller_cls):
     factory = functools.partial(controller_cls, ControllerConfig())
     n_envs = max(1, args.workers)
     fns = [
-        functools.partial(_env, paths, factory, args.episode_s, args.seed * 1000 + i, args.reward)
+        functools.partial(
+            _env,
+            paths,
+            factory,
+            args.episode_s,
+            args.seed * 1000 + i,
+            args.reward,
+            args.path_change_share,
+        )
         for i in range(n_envs)
     ]
     return make_vec_env(fns, args.workers, args.ray_address)
