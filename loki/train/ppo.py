@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
 from loki.api import ControllerConfig
@@ -247,7 +248,7 @@ def set_torch_threads() -> None:
 
 def new_ppo(policy, env, args: PpoArgs, policy_kwargs: dict, **extra) -> PPO:
     """The PPO every learned controller trains with: the run's hyperparameters, CPU, seeded."""
-    return PPO(
+    model = PPO(
         policy,
         env,
         learning_rate=args.lr,
@@ -265,6 +266,10 @@ def new_ppo(policy, env, args: PpoArgs, policy_kwargs: dict, **extra) -> PPO:
         verbose=0,
         **extra,
     )
+    # What SB3 would configure itself at learn() (verbose 0: no output), minus the empty
+    # /tmp/SB3-<date> folder it makes for every run; the curve reads the recorded values.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def learn_with_curve(
