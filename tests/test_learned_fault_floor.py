@@ -1,19 +1,25 @@
 """The fault floor: what counts as a fault, the floor during and after it, when it lapses, and
 what it changes for a learned controller in the emulator (``rl`` through an RTT jump)."""
 
+import numpy as np
 import pytest
 
 from bench.faults import FaultSession, scenario, time_to_recover_s
+from loki.api import ControllerConfig
 from loki.controllers import controller_names
+from loki.emu.session import LinkConfig, Session, SessionConfig
+from loki.learned.controller import RatioController
 from loki.learned.fault_floor import (
     COLLAPSE_SHARE,
     FEEDBACK_GAP_US,
     HOLD_US,
+    LOSS_CAP_US,
     MAX_FLOOR_US,
     QUIET_US,
     FaultFloor,
 )
 from loki.learned.models import controller_from_model, model_path
+from traces.generators import constant
 
 MBPS = 1_000_000
 
@@ -43,6 +49,43 @@ def test_high_loss_is_a_fault():
     assert f.faults == 1 and f.causes["loss"] == 1
     f.on_loss_report(0, 0, 6_000_000, 2 * MBPS)  # an empty report says nothing
     assert f.causes["loss"] == 1
+
+
+def test_loss_cap_cuts_the_rate_sent_as_gcc_would_while_loss_is_high():
+    f = FaultFloor()
+    f.on_loss_report(10, 100, 1_000_000, 2 * MBPS)  # 10 %: no cap
+    assert f.cap_bps(5 * MBPS, 1_100_000) == 5 * MBPS
+    t0 = 5_000_000
+    f.on_loss_report(30, 100, t0, 2 * MBPS)  # sent 2 Mbps at 30 % loss: x (1 - 0.15)
+    assert f.cap_bps(2_500_000, t0 + 100_000) == 1_700_000
+    assert f.cap_bps(1_000_000, t0 + 100_000) == 1_000_000  # a cap never raises
+    # The next high-loss report cuts from the rate sent then, and never above the cap so far.
+    f.on_loss_report(20, 100, t0 + 1_000_000, 1_700_000)
+    assert f.cap_bps(3 * MBPS, t0 + 1_100_000) == 1_530_000
+    f.on_loss_report(50, 100, t0 + 2_000_000, 3 * MBPS)
+    assert f.cap_bps(3 * MBPS, t0 + 2_100_000) == 1_530_000
+    assert f.capped == 3
+    # Two report intervals without high loss and the cap is gone.
+    assert f.cap_bps(3 * MBPS, t0 + 2_000_000 + LOSS_CAP_US) == 3 * MBPS
+
+
+def test_a_network_that_always_asks_for_more_keeps_the_stream_alive_under_the_cap():
+    """A policy that doubles its rate at every report, on a constant 3 Mbps link: alone it
+    sits at the maximum rate with almost every packet lost and nothing rendered after the
+    first seconds (the failure a discarded PPO run showed, loki/LEARNING.md); the loss cap
+    brings it back under the link after each overload, so frames keep coming to the end."""
+    link = LinkConfig(constant(3_000_000, 60_000), delay_ms=20, queue_packets=100)
+    renders = {}
+    for floor in (None, FaultFloor()):
+        ctl = RatioController(ControllerConfig(), policy=lambda x: 1.0, fault_floor=floor)
+        s = Session(ctl, link, SessionConfig(duration_s=60.0, seed=0))
+        s.run()
+        renders[floor is not None] = s.receiver.render_ms
+    assert renders[False][-1] < 5_000 and len(renders[False]) < 100
+    assert renders[True][-1] > 55_000 and len(renders[True]) > 400
+    # Frames in every 10 s of the session, not only at its end.
+    r = np.asarray(renders[True])
+    assert all(np.any((r >= a) & (r < a + 10_000)) for a in range(0, 60_000, 10_000))
 
 
 def test_floor_during_and_after_a_fault():

@@ -94,8 +94,8 @@ class LearnedController(Controller):
     @property
     def fallbacks(self) -> int:
         """Decisions that took GCC's estimate instead of the network's (guard or fault floor)."""
-        floored = self.fault_floor.floored if self.fault_floor is not None else 0
-        return self.guard.fallbacks + floored
+        floor = self.fault_floor
+        return self.guard.fallbacks + (floor.floored + floor.capped if floor is not None else 0)
 
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         return self.gcc.pop_probe_clusters()
@@ -160,9 +160,11 @@ class LearnedController(Controller):
             self._act(a)
             if floor is not None:
                 proposed = self.target_bps
-                floored = floor.floor_bps(proposed, self.gcc.target_bps, self._now_us)
-                if floored != proposed:
-                    self._raise_to(floored)
+                gcc_bps = self.gcc.target_bps
+                bounded = floor.floor_bps(proposed, gcc_bps, self._now_us)
+                bounded = floor.cap_bps(bounded, self._now_us)
+                if bounded != proposed:
+                    self._set_to(bounded)
         return self.target_bps
 
     def _act(self, action: float) -> None:
@@ -171,8 +173,8 @@ class LearnedController(Controller):
     def _fall_back(self) -> None:
         raise NotImplementedError
 
-    def _raise_to(self, target_bps: int) -> None:
-        """Set the target to the fault floor's ``target_bps`` (above the network's)."""
+    def _set_to(self, target_bps: int) -> None:
+        """Set the target to the fault floor's or the loss cap's ``target_bps``."""
         raise NotImplementedError
 
 
@@ -187,8 +189,8 @@ class RatioController(LearnedController):
     def _fall_back(self) -> None:
         self._target_bps = self.gcc.target_bps
 
-    def _raise_to(self, target_bps: int) -> None:
-        self._target_bps = target_bps
+    def _set_to(self, target_bps: int) -> None:
+        self._target_bps = self.config.clamp(target_bps)
 
 
 class HybridController(LearnedController):
@@ -216,7 +218,7 @@ class HybridController(LearnedController):
     def _fall_back(self) -> None:
         self._scale_log2 = 0.0
 
-    def _raise_to(self, target_bps: int) -> None:
+    def _set_to(self, target_bps: int) -> None:
         # The scale that gives ``target_bps`` now (GCC's estimate moves it until the next pick).
         gcc_bps = max(self.gcc.target_bps, 1)
-        self._scale_log2 = min(float(np.log2(target_bps / gcc_bps)), ACTION_HIGH)
+        self._scale_log2 = min(max(float(np.log2(target_bps / gcc_bps)), ACTION_LOW), ACTION_HIGH)

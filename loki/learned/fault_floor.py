@@ -34,6 +34,15 @@ detection in any case (a lasting capacity drop is not a fault to wait out). The 
 GCC's target, but never above the controller's own target when the fault began: GCC runs beside
 the network without setting the send rate, so its estimate may sit above what was being sent,
 and a fault is no reason to send more.
+
+The other direction (session 6): while receiver reports say more than :data:`HIGH_LOSS_SHARE`
+is lost, the network's target is also *capped* by GCC's loss rule applied to the rate actually
+sent (x (1 - loss / 2) per such report, the cap never rising while the loss lasts, gone
+:data:`LOSS_CAP_US` after the last one). A network that overshoots the link out of its
+training conditions otherwise has nothing that makes it stop: a discarded PPO run sat at 1.6 x
+a constant link after an outage, a third of its packets lost and no frame rendered for a
+minute. On the shipped models the cap changes the development set's figures by at most a few
+points (loki/LEARNING.md).
 """
 
 from __future__ import annotations
@@ -53,17 +62,24 @@ HOLD_US = 5_000_000
 RECOVERED_SHARE = 0.9
 #: The floor lapses this long after the last detection, recovered or not.
 MAX_FLOOR_US = 60_000_000
+#: After a high-loss receiver report the network's target is capped for this long (two
+#: receiver-report intervals: the cap holds while loss stays high, and ends soon after).
+LOSS_CAP_US = 2_000_000
 
 
 class FaultFloor:
-    """Detects faults from the controller's inputs; says when GCC's target is the floor."""
+    """Detects faults from the controller's inputs; says when GCC's target is the floor and
+    when high loss caps the network's target."""
 
     __slots__ = (
         "_gap_open",
         "_last_fault_us",
         "_last_report_us",
+        "_loss_cap_bps",
+        "_loss_cap_until_us",
         "_onset_bps",
         "_point_until_us",
+        "capped",
         "causes",
         "faults",
         "floored",
@@ -81,6 +97,10 @@ class FaultFloor:
         self.faults = 0
         #: Decisions whose target the floor raised.
         self.floored = 0
+        #: Decisions whose target the loss cap lowered.
+        self.capped = 0
+        self._loss_cap_until_us = 0
+        self._loss_cap_bps = 0
         #: Detections by cause (every one, also while a floor holds).
         self.causes: dict[str, int] = {"gap": 0, "loss": 0, "guard": 0, "collapse": 0}
 
@@ -112,6 +132,14 @@ class FaultFloor:
     def on_loss_report(self, lost: int, expected: int, at_us: int, target_bps: int) -> None:
         if expected > 0 and lost > HIGH_LOSS_SHARE * expected:
             self._fault("loss", at_us, target_bps)
+            # GCC's loss rule (x (1 - loss / 2) per report above 10 %), applied to the rate
+            # actually sent: the GCC beside the network has its own rate, not this one.
+            # (A report claiming more lost than expected is garbage, not 100 % loss.)
+            cut_bps = round(target_bps * (1.0 - 0.5 * min(lost / expected, 1.0)))
+            if at_us < self._loss_cap_until_us:
+                cut_bps = min(cut_bps, self._loss_cap_bps)
+            self._loss_cap_bps = cut_bps
+            self._loss_cap_until_us = at_us + LOSS_CAP_US
 
     def on_refused(self, at_us: int, target_bps: int) -> None:
         """The input guard refused an observation."""
@@ -135,6 +163,24 @@ class FaultFloor:
         if proposed_bps < floor:
             self.floored += 1
             return floor
+        return proposed_bps
+
+    def cap_bps(self, proposed_bps: int, at_us: int) -> int:
+        """The target to use after a decision: ``proposed_bps``, or the loss cap while loss is
+        high.
+
+        Why a cap as well as a floor: a network that keeps sending above the link under heavy
+        loss never sees its frames complete, and nothing in the inputs it was trained on may
+        say stop (measured: a PPO run that sat at 1.6 x a constant link after an outage, with
+        a third of its packets lost and no frame rendered for a minute). GCC cuts by rule
+        under loss above 10 %: at each such receiver report the cap is the rate then sent x
+        (1 - loss / 2), never rising while the loss lasts. (Capping at the parallel GCC's
+        target instead was tried: that GCC can sit near its minimum while the network sends,
+        and it held the clone at 44 kbps after a 10x capacity drop.)
+        """
+        if at_us < self._loss_cap_until_us and proposed_bps > self._loss_cap_bps:
+            self.capped += 1
+            return self._loss_cap_bps
         return proposed_bps
 
     def under_way(self, at_us: int) -> bool:
