@@ -204,3 +204,33 @@ def test_hybrid_trains(family, clone, tmp_path):
     p = load_model(path)
     assert json.loads(str(p["meta"]))["kind"] == "hybrid"
     assert p["actor.trunk.0.weight"].shape[1] == HybridController.obs_size
+
+
+@pytest.mark.parametrize("kind", ["rl", "loki"])
+def test_a_fine_tune_starts_from_the_model_and_moves_only_after_the_warm_up(
+    family, clone, tmp_path, kind
+):
+    """``--init``: the actor starts as the given model. While the critic warms up alone the
+    actor cannot move, so a run that is all warm-up exports the model it started from; with a
+    short warm-up it moves away from it."""
+    train, cls = (train_rl, RlArgs) if kind == "rl" else (train_loki, LokiArgs)
+    base = train(cls(traces=[family], clone=clone, out=tmp_path / "base", **PPO_SMOKE))
+    frozen = train(
+        cls(traces=[family], init=base, out=tmp_path / "frozen", warmup_steps=10_000, **PPO_SMOKE)
+    )
+    moved = train(
+        cls(traces=[family], init=base, out=tmp_path / "moved", warmup_steps=0, **PPO_SMOKE)
+    )
+    b, f, m = load_model(base), load_model(frozen), load_model(moved)
+    weights = [k for k in b if k.endswith(("weight", "bias"))]
+    for k in weights:
+        np.testing.assert_array_equal(f[k], b[k])
+    assert json.loads(str(f["meta"]))["init"] == str(base)
+    head = "actor.head.0.weight" if kind == "rl" else "head.0.weight"
+    assert not np.array_equal(m[head], b[head])
+
+
+def test_init_refuses_a_model_of_another_kind(family, clone, tmp_path):
+    base = train_rl(RlArgs(traces=[family], clone=clone, out=tmp_path / "rl", **PPO_SMOKE))
+    with pytest.raises(ValueError, match="'rl' model"):
+        train_loki(LokiArgs(traces=[family], init=base, out=tmp_path / "l", **PPO_SMOKE))

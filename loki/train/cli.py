@@ -96,6 +96,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "defaults per model in their Args)",
     )
     p.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL",
+        help="rl/loki: start from this exported model and go on training it (a fine-tune; "
+        "the critic is warmed up alone first)",
+    )
+    p.add_argument(
         "--learner",
         help="loki: where the learner trunk starts: clone (default), rl, random, or a model.npz",
     )
@@ -161,6 +168,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     for flag in ("balance_families", "synthetic", "state_head"):
         if getattr(args, flag) and args.model != "clone":
             raise ValueError(f"--{flag.replace('_', '-')} is for 'loki train clone' only")
+    if args.init is not None and args.model not in ("rl", "loki"):
+        raise ValueError("--init is for 'loki train rl' and 'loki train loki'")
     if args.model != "clone":
         common = {**common, "reward": reward_from_args(args)}
         if args.log_std_init is not None:
@@ -184,11 +193,13 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     if args.model == "rl":
         from loki.train.rl import RlArgs, train
 
-        return train(RlArgs(**common, clone=args.clone))
+        return train(RlArgs(**common, clone=args.clone, init=args.init))
     if args.model == "loki":
         from loki.train.loki_fusion import LokiArgs, train
 
-        return train(LokiArgs(**common, clone=args.clone, learner=args.learner or "clone"))
+        return train(
+            LokiArgs(**common, clone=args.clone, learner=args.learner or "clone", init=args.init)
+        )
     from loki.train.hybrid import HybridArgs, train
 
     return train(HybridArgs(**common, clone=args.clone))

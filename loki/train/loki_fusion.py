@@ -31,8 +31,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stable_baselines3.common.callbacks import BaseCallback
-
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
 from loki.features import HISTORY, N_FEATURES
 from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
@@ -46,11 +44,13 @@ from loki.train.common import (
     write_model,
 )
 from loki.train.ppo import (
+    CriticWarmup,
     PpoArgs,
     clone_path,
     closed_loop,
     describe_closed_loop,
     display_path,
+    init_model,
     learn_with_curve,
     load_clone,
     make_envs,
@@ -71,36 +71,10 @@ class LokiArgs(PpoArgs):
     steps: int = 300_000
     lr: float = 1e-4
     log_std_init: float = -4.0
-    warmup_steps: int = 20_000
     target_kl: float | None = 0.02
     #: Where the learner trunk starts: "clone" (a copy of the clone's trunk), "rl" (the rl
     #: model's actor trunk), "random", or the path of a model.npz with an actor trunk.
     learner: str | Path = "clone"
-
-
-class CriticWarmup(BaseCallback):
-    """Freeze the actor's parameters until ``warmup_steps`` timesteps have been collected."""
-
-    def __init__(self, warmup_steps: int) -> None:
-        super().__init__()
-        self.warmup_steps = warmup_steps
-        self._frozen = False
-
-    def _set(self, trainable: bool) -> None:
-        for p in self.model.policy.actor_parameters():
-            p.requires_grad_(trainable)
-        self._frozen = not trainable
-
-    def _on_training_start(self) -> None:
-        if self.warmup_steps > 0:
-            self._set(False)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self._frozen and self.num_timesteps >= self.warmup_steps:
-            self._set(True)
 
 
 def learner_init(args: LokiArgs, clone: dict) -> tuple[dict | None, str, str]:
@@ -118,9 +92,20 @@ def train(args: LokiArgs) -> Path:
     seed_everything(args.seed)
     set_torch_threads()
     out = out_dir(args, NAME)
-    clone = load_clone(args)
+    if args.init is not None:
+        # A fine-tune: the frozen clone trunk and the normaliser are the model's own.
+        start = init_model(args, "loki")
+        clone = {k: v for k, v in start.items() if k.startswith(("clone.", "obs_"))}
+        clone["clone.head.0.weight"], clone["clone.head.0.bias"] = (
+            start["head.0.weight"],
+            start["head.0.bias"],
+        )
+        learner_params, learner_prefix = start, "learner.trunk"
+        learner_from = f"the learner trunk, gates and head of {args.init} (a fine-tune)"
+    else:
+        clone = load_clone(args)
+        learner_params, learner_prefix, learner_from = learner_init(args, clone)
     mean, std = clone["obs_mean"], clone["obs_std"]
-    learner_params, learner_prefix, learner_from = learner_init(args, clone)
     fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, RatioController)
@@ -138,6 +123,8 @@ def train(args: LokiArgs) -> Path:
     )
     if learner_params is not None:
         model.policy.load_learner(learner_params, learner_prefix)
+    if args.init is not None:
+        model.policy.load_fusion_and_head(start)
     curve = learn_with_curve(
         model, env, args, out, RatioController.obs_size, NAME, [CriticWarmup(args.warmup_steps)]
     )
@@ -151,6 +138,7 @@ def train(args: LokiArgs) -> Path:
         "command": args.command,
         "clone": display_path(clone_path(args)),
         "learner_init": learner_from,
+        **({"init": str(args.init)} if args.init is not None else {}),
     }
     actor = model.policy.export_actor()
     path = write_model(

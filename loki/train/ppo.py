@@ -9,6 +9,7 @@ links of the training families, and the export of the actor to ``model.npz``.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,11 @@ class PpoArgs(TrainArgs):
     split_seed: int | None = None
     #: The reward's weights (loki/train/env.py); the same defaults train rl, loki and hybrid.
     reward: Reward = field(default_factory=Reward)
+    #: Start the actor from this exported model and go on training it (rl, loki): a fine-tune.
+    #: The critic starts fresh and is warmed up alone first (CriticWarmup).
+    init: Path | None = None
+    #: Critic-only steps at the start (the actor frozen); loki always, rl when fine-tuning.
+    warmup_steps: int = 20_000
 
 
 def clone_path(args: PpoArgs) -> Path:
@@ -239,6 +245,43 @@ def describe_closed_loop(loop: dict) -> str:
         f"{m['change_log2']:.4f} vs {g['change_log2']:.4f}; guard fallbacks "
         f"{m['fallbacks']} of {m['decisions']} decisions."
     )
+
+
+class CriticWarmup(BaseCallback):
+    """Freeze the actor's parameters until ``warmup_steps`` timesteps have been collected."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        super().__init__()
+        self.warmup_steps = warmup_steps
+        self._frozen = False
+
+    def _set(self, trainable: bool) -> None:
+        for p in self.model.policy.actor_parameters():
+            p.requires_grad_(trainable)
+        self._frozen = not trainable
+
+    def _on_training_start(self) -> None:
+        if self.warmup_steps > 0:
+            self._set(False)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self._frozen and self.num_timesteps >= self.warmup_steps:
+            self._set(True)
+
+
+def init_model(args: PpoArgs, kind: str) -> dict[str, np.ndarray]:
+    """The exported model a fine-tune starts from, checked to be of ``kind``."""
+    path = Path(args.init)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise FileNotFoundError(f"--init: no model file at {path}")
+    params = load_model(path)
+    got = json.loads(str(params["meta"])).get("kind") if "meta" in params else None
+    if got != kind:
+        raise ValueError(f"--init: {path} is a {got!r} model; 'loki train {kind}' needs a {kind!r}")
+    return params
 
 
 def set_torch_threads() -> None:

@@ -30,9 +30,11 @@ from loki.train.common import (
     write_model,
 )
 from loki.train.ppo import (
+    CriticWarmup,
     PpoArgs,
     closed_loop,
     describe_closed_loop,
+    init_model,
     learn_with_curve,
     load_clone,
     make_envs,
@@ -60,13 +62,18 @@ def train(args: RlArgs) -> Path:
     seed_everything(args.seed)
     set_torch_threads()
     out = out_dir(args, NAME)
-    clone = load_clone(args)
-    mean, std = clone["obs_mean"], clone["obs_std"]
+    # A fine-tune keeps the normaliser the model was trained with.
+    start = init_model(args, "rl") if args.init is not None else load_clone(args)
+    mean, std = start["obs_mean"], start["obs_std"]
     fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, RatioController)
     model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))
-    curve = learn_with_curve(model, env, args, out, RatioController.obs_size, NAME)
+    callbacks = []
+    if args.init is not None:
+        model.policy.load_actor(start)
+        callbacks.append(CriticWarmup(args.warmup_steps))
+    curve = learn_with_curve(model, env, args, out, RatioController.obs_size, NAME, callbacks)
 
     low, high = curve.seen.bounds()
     meta = {
@@ -76,6 +83,8 @@ def train(args: RlArgs) -> Path:
         "steps": int(model.num_timesteps),
         "command": args.command,
     }
+    if args.init is not None:
+        meta["init"] = str(args.init)
     path = write_model(
         out,
         model.policy.export_actor(),
@@ -104,7 +113,9 @@ def train(args: RlArgs) -> Path:
             "Model": (
                 f"Observation: the clone's ({HISTORY} reports x {N_FEATURES} features, its "
                 "normaliser). Actor "
-                f"2 x 64 tanh + linear head, random initialisation; action a in [-1, 1], next "
+                f"2 x 64 tanh + linear head, "
+                + ("random initialisation" if args.init is None else f"started from {args.init}")
+                + "; action a in [-1, 1], next "
                 f"rate = previous x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms). "
                 "Critic 2 x 64 tanh (training only). Deterministic (mean) action at run time, "
                 "numpy."

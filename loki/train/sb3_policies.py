@@ -61,6 +61,14 @@ class NormalizedMlpPolicy(ActorCriticPolicy):
         load_linears(self.mlp_extractor.policy_net, params, "actor.trunk")
         load_linears(self.action_net, params, "actor.head")
 
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """What the critic warm-up freezes (ppo.CriticWarmup)."""
+        return [
+            *self.mlp_extractor.policy_net.parameters(),
+            *self.action_net.parameters(),
+            self.log_std,
+        ]
+
 
 class FusionExtractor(nn.Module):
     """Actor: fusion(frozen clone trunk, learner trunk). Critic: its own trunk."""
@@ -118,6 +126,15 @@ class FusionPolicy(ActorCriticPolicy):
 
     def load_learner(self, params: dict[str, np.ndarray], prefix: str) -> None:
         load_linears(self.mlp_extractor.learner_trunk, params, prefix)
+
+    def load_fusion_and_head(self, params: dict[str, np.ndarray]) -> None:
+        """The gates and the action head of an exported loki model (to fine-tune it)."""
+        fusion = self.mlp_extractor.fusion
+        with torch.no_grad():
+            for name, gate in (("fusion.gate_c", fusion.gate_c), ("fusion.gate_r", fusion.gate_r)):
+                gate.weight.copy_(torch.as_tensor(params[f"{name}.weight"]))
+                gate.bias.copy_(torch.as_tensor(params[f"{name}.bias"]))
+        load_linears(self.action_net, params, "head")
 
     def export_actor(self) -> dict[str, np.ndarray]:
         ex = self.mlp_extractor
