@@ -65,6 +65,8 @@ MAX_FLOOR_US = 60_000_000
 #: After a high-loss receiver report the network's target is capped for this long (two
 #: receiver-report intervals: the cap holds while loss stays high, and ends soon after).
 LOSS_CAP_US = 2_000_000
+#: The cap starts at this many receiver reports in a row with high loss.
+LOSS_CAP_REPORTS = 1
 
 
 class FaultFloor:
@@ -73,6 +75,7 @@ class FaultFloor:
 
     __slots__ = (
         "_gap_open",
+        "_high_loss_run",
         "_last_fault_us",
         "_last_report_us",
         "_loss_cap_bps",
@@ -101,6 +104,7 @@ class FaultFloor:
         self.capped = 0
         self._loss_cap_until_us = 0
         self._loss_cap_bps = 0
+        self._high_loss_run = 0
         #: Detections by cause (every one, also while a floor holds).
         self.causes: dict[str, int] = {"gap": 0, "loss": 0, "guard": 0, "collapse": 0}
 
@@ -130,8 +134,13 @@ class FaultFloor:
             self._fault("gap", at_us, target_bps)
 
     def on_loss_report(self, lost: int, expected: int, at_us: int, target_bps: int) -> None:
+        if expected > 0 and lost <= HIGH_LOSS_SHARE * expected:
+            self._high_loss_run = 0
         if expected > 0 and lost > HIGH_LOSS_SHARE * expected:
             self._fault("loss", at_us, target_bps)
+            self._high_loss_run += 1
+            if self._high_loss_run < LOSS_CAP_REPORTS:
+                return
             # GCC's loss rule (x (1 - loss / 2) per report above 10 %), applied to the rate
             # actually sent: the GCC beside the network has its own rate, not this one.
             # (A report claiming more lost than expected is garbage, not 100 % loss.)
