@@ -13,6 +13,7 @@ from loki.learned.fault_floor import (
     COLLAPSE_SHARE,
     FEEDBACK_GAP_US,
     HOLD_US,
+    LOSS_CAP_REPORTS,
     LOSS_CAP_US,
     MAX_FLOOR_US,
     QUIET_US,
@@ -51,22 +52,32 @@ def test_high_loss_is_a_fault():
     assert f.causes["loss"] == 1
 
 
-def test_loss_cap_cuts_the_rate_sent_as_gcc_would_while_loss_is_high():
+def test_loss_cap_cuts_the_rate_sent_as_gcc_would_while_loss_stays_high():
+    assert LOSS_CAP_REPORTS == 2
     f = FaultFloor()
-    f.on_loss_report(10, 100, 1_000_000, 2 * MBPS)  # 10 %: no cap
-    assert f.cap_bps(5 * MBPS, 1_100_000) == 5 * MBPS
+    f.on_loss_report(10, 100, 1_000_000, 2 * MBPS)  # 10 %: not high
+    f.on_loss_report(10, 100, 2_000_000, 2 * MBPS)
+    assert f.cap_bps(5 * MBPS, 2_100_000) == 5 * MBPS
     t0 = 5_000_000
-    f.on_loss_report(30, 100, t0, 2 * MBPS)  # sent 2 Mbps at 30 % loss: x (1 - 0.15)
-    assert f.cap_bps(2_500_000, t0 + 100_000) == 1_700_000
-    assert f.cap_bps(1_000_000, t0 + 100_000) == 1_000_000  # a cap never raises
-    # The next high-loss report cuts from the rate sent then, and never above the cap so far.
-    f.on_loss_report(20, 100, t0 + 1_000_000, 1_700_000)
-    assert f.cap_bps(3 * MBPS, t0 + 1_100_000) == 1_530_000
-    f.on_loss_report(50, 100, t0 + 2_000_000, 3 * MBPS)
+    # One high-loss report is a fault (the floor's business), not yet a reason to cap.
+    f.on_loss_report(30, 100, t0, 2 * MBPS)
+    assert f.faults == 1 and f.cap_bps(5 * MBPS, t0 + 100_000) == 5 * MBPS
+    # The second in a row: the rate sent then x (1 - 0.3 / 2).
+    f.on_loss_report(30, 100, t0 + 1_000_000, 2 * MBPS)
+    assert f.cap_bps(2_500_000, t0 + 1_100_000) == 1_700_000
+    assert f.cap_bps(1_000_000, t0 + 1_100_000) == 1_000_000  # a cap never raises
+    # Each further one cuts from the rate sent then, never above the cap so far.
+    f.on_loss_report(20, 100, t0 + 2_000_000, 1_700_000)
     assert f.cap_bps(3 * MBPS, t0 + 2_100_000) == 1_530_000
+    f.on_loss_report(50, 100, t0 + 3_000_000, 3 * MBPS)
+    assert f.cap_bps(3 * MBPS, t0 + 3_100_000) == 1_530_000
     assert f.capped == 3
-    # Two report intervals without high loss and the cap is gone.
-    assert f.cap_bps(3 * MBPS, t0 + 2_000_000 + LOSS_CAP_US) == 3 * MBPS
+    # Two report intervals without high loss and the cap is gone; a low-loss report in
+    # between starts the count again.
+    assert f.cap_bps(3 * MBPS, t0 + 3_000_000 + LOSS_CAP_US) == 3 * MBPS
+    f.on_loss_report(0, 100, t0 + 6_000_000, 3 * MBPS)
+    f.on_loss_report(30, 100, t0 + 7_000_000, 3 * MBPS)
+    assert f.cap_bps(3 * MBPS, t0 + 7_100_000) == 3 * MBPS
 
 
 def test_a_network_that_always_asks_for_more_keeps_the_stream_alive_under_the_cap():
