@@ -38,11 +38,12 @@ and a fault is no reason to send more.
 The other direction (session 6): once :data:`LOSS_CAP_REPORTS` receiver reports in a row say
 more than :data:`HIGH_LOSS_SHARE` is lost, the network's target is also *capped* by GCC's loss
 rule applied to the rate actually sent (x (1 - loss / 2) per such report, the cap never rising
-while the loss lasts, gone :data:`LOSS_CAP_US` after the last one). A network that overshoots the link out of its
-training conditions otherwise has nothing that makes it stop: a discarded PPO run sat at 1.6 x
-a constant link after an outage, a third of its packets lost and no frame rendered for a
-minute. On the shipped models the cap changes the development set's figures by at most a few
-points (loki/LEARNING.md).
+while the loss lasts, gone :data:`LOSS_CAP_US` after the last one). A network that overshoots
+the link out of its training conditions otherwise has nothing that makes it stop: a discarded
+PPO run sat at 1.6 x a constant link after an outage, a third of its packets lost and no frame
+rendered for a minute. On the shipped models the cap changes the development set's figures by
+at most 3 points; it costs them stall on links whose short queues lose more than 10 % for
+seconds at a time (loki/LEARNING.md).
 """
 
 from __future__ import annotations
