@@ -56,6 +56,7 @@ from loki.train.data import (
     EpisodeSpec,
     LinkRanges,
     draw_spec,
+    split_by_trace,
     training_trace_paths,
     write_synthetic_family,
 )
@@ -230,10 +231,7 @@ def train(args: CloneArgs) -> Path:
     rng = np.random.default_rng(args.seed)
     out = out_dir(args, NAME)
     paths = training_trace_paths(args.traces)
-    order = rng.permutation(len(paths))
-    n_val = max(1, round(args.val_share * len(paths))) if len(paths) > 1 else 0
-    val_paths = [paths[i] for i in order[:n_val]] or paths
-    fit_paths = [paths[i] for i in order[n_val:]] or paths
+    fit_paths, val_paths = split_by_trace(paths, rng, args.val_share)
     if args.synthetic:
         # A sanity family more than a sample of the world: fitted on and checked on.
         synthetic = write_synthetic_family(out)

@@ -165,6 +165,22 @@ def _by_family(paths: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(groups[f]) for f in sorted(groups))
 
 
+def split_by_trace(
+    paths: list[str], rng: np.random.Generator, val_share: float
+) -> tuple[list[str], list[str]]:
+    """(fit, validation) paths, split by trace: ``val_share`` of them (at least one) validate.
+
+    With a single trace both sets are that trace. Always draws one permutation from ``rng``,
+    so a caller that goes on drawing from it gets the same stream whatever the split.
+    """
+    order = rng.permutation(len(paths))
+    if len(paths) < 2:
+        return list(paths), list(paths)
+    n_val = max(1, round(val_share * len(paths)))
+    fit = [paths[i] for i in order[n_val:]] or list(paths)
+    return fit, [paths[i] for i in order[:n_val]]
+
+
 def draw_spec(
     paths: list[str],
     rng: np.random.Generator,

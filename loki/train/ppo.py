@@ -29,6 +29,7 @@ from loki.train.data import (
     EpisodeSpec,
     LinkRanges,
     draw_spec,
+    split_by_trace,
     training_trace_paths,
 )
 from loki.train.env import ControllerEnv, Reward
@@ -114,12 +115,7 @@ def split_traces(args: PpoArgs) -> tuple[list[str], list[str]]:
     """(fit, validation) trace paths of the training families, split by trace (seeded by the
     split seed)."""
     rng = np.random.default_rng(split_seed_of(args))
-    paths = training_trace_paths(args.traces)
-    if len(paths) < 2:
-        return paths, paths
-    order = rng.permutation(len(paths))
-    n_val = max(1, round(args.val_share * len(paths)))
-    return [paths[i] for i in order[n_val:]], [paths[i] for i in order[:n_val]]
+    return split_by_trace(training_trace_paths(args.traces), rng, args.val_share)
 
 
 def _env(paths, factory, episode_s, seed, reward, path_change_share=0.0):
