@@ -31,6 +31,16 @@ class Delay:
         return np.asarray(arrival_ms, dtype=np.int64) + self.delay_ms
 
 
+def check_path_delay_steps(steps: tuple[tuple[int, int, int], ...]) -> None:
+    """Refuse a window that is not ``0 <= start_ms < end_ms`` with ``extra_ms >= 0``."""
+    for start, end, extra in steps:
+        if not 0 <= start < end or extra < 0:
+            raise ValueError(
+                "path delay step needs 0 <= start_ms < end_ms and extra_ms >= 0, got "
+                f"{(start, end, extra)}"
+            )
+
+
 class PathDelaySteps:
     """Extra one-way delay over windows of time: a path change (a handover, a re-route).
 
@@ -44,12 +54,7 @@ class PathDelaySteps:
     __slots__ = ("_last_exit_ms", "steps")
 
     def __init__(self, steps: tuple[tuple[int, int, int], ...]) -> None:
-        for start, end, extra in steps:
-            if not (0 <= start < end) or extra < 0:
-                raise ValueError(
-                    f"PathDelaySteps: need 0 <= start_ms < end_ms and extra_ms >= 0, got "
-                    f"{(start, end, extra)}"
-                )
+        check_path_delay_steps(steps)
         self.steps = tuple(steps)
         self._last_exit_ms = 0
 

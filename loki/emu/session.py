@@ -40,6 +40,7 @@ import numpy as np
 
 from loki.api import Controller, TransportFeedback
 from loki.emu.compiled import entry_point
+from loki.emu.delay import PathDelaySteps, check_path_delay_steps
 from loki.emu.link import Link
 from loki.emu.loss import Loss
 from loki.emu.pacer import Pacer
@@ -161,12 +162,7 @@ class LinkConfig:
                 raise ValueError(
                     f"feedback blackout needs 0 <= start_ms < end_ms, got {start, end}"
                 )
-        for start, end, extra in self.path_delay_steps_ms:
-            if not 0 <= start < end or extra < 0:
-                raise ValueError(
-                    "path delay step needs 0 <= start_ms < end_ms and extra_ms >= 0, got "
-                    f"{start, end, extra}"
-                )
+        check_path_delay_steps(self.path_delay_steps_ms)
         if (self.queue_packets is not None and self.queue_packets <= 0) or (
             self.queue_bytes is not None and self.queue_bytes <= 0
         ):
@@ -213,8 +209,6 @@ def make_uplink(link: LinkConfig, seed: int) -> Path:
 
 
 def _with_path_delay_steps(uplink: Path, steps: tuple[tuple[int, int, int], ...]) -> Path:
-    from loki.emu.delay import PathDelaySteps
-
     return Path([*uplink.stages, PathDelaySteps(steps)])
 
 

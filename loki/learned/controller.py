@@ -93,7 +93,8 @@ class LearnedController(Controller):
 
     @property
     def fallbacks(self) -> int:
-        """Decisions that took GCC's estimate instead of the network's (guard or fault floor)."""
+        """Decisions that did not take the network's target as it was: the guard's fallbacks to
+        GCC's estimate, and the targets the fault floor raised or its loss cap lowered."""
         floor = self.fault_floor
         return self.guard.fallbacks + (floor.floored + floor.capped if floor is not None else 0)
 

@@ -138,9 +138,11 @@ class FaultFloor:
             self._fault("gap", at_us, target_bps)
 
     def on_loss_report(self, lost: int, expected: int, at_us: int, target_bps: int) -> None:
-        if expected > 0 and lost <= HIGH_LOSS_SHARE * expected:
+        if expected <= 0:
+            return  # an empty report says nothing
+        if lost <= HIGH_LOSS_SHARE * expected:
             self._high_loss_run = 0
-        if expected > 0 and lost > HIGH_LOSS_SHARE * expected:
+        else:
             self._fault("loss", at_us, target_bps)
             self._high_loss_run += 1
             if self._high_loss_run < LOSS_CAP_REPORTS:

@@ -56,6 +56,7 @@ from loki.train.data import (
     EpisodeSpec,
     LinkRanges,
     draw_spec,
+    path_change_text,
     split_by_trace,
     training_trace_paths,
     write_synthetic_family,
@@ -404,7 +405,7 @@ def _card(
                 f"Training families (held-out family never used): {n_fit} traces for fitting, "
                 f"{n_val} for the closed-loop check; links drawn per episode: one-way delay "
                 f"10-80 ms, drop-tail queue 50-400 packets, random loss 0 (half the episodes) "
-                f"or 0-2 %; "
+                f"or 0-2 %{path_change_text(args.path_change_share)}; "
                 f"{args.episode_s:.0f} s episodes; {meta['samples']} labelled decisions over "
                 f"{args.iterations} DAgger iterations (beta 1, 0.5, ... , 0); exported: iteration "
                 f"{meta['exported_iteration']}, the one whose closed loop is nearest GCC on the "

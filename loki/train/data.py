@@ -216,16 +216,29 @@ def draw_spec(
     return spec
 
 
+def path_change_text(share: float) -> str:
+    """The model card's words for ``--path-changes`` ('' when off)."""
+    if share <= 0:
+        return ""
+    lo, hi = LinkRanges.path_extra_ms
+    s0, s1 = LinkRanges.path_change_s
+    return (
+        f"; a path change (one-way delay +{lo}-{hi} ms for {s0:g}-{s1:g} s) in "
+        f"{share:.0%} of the fitting episodes"
+    )
+
+
 def draw_path_change(
     rng: np.random.Generator, duration_s: float, ranges: LinkRanges
 ) -> tuple[int, int, int]:
     """One path change inside an episode: ``(start_ms, end_ms, extra_ms)``.
 
-    Why episodes have them (``--path-changes``): a learned controller reads delay above the
-    session's minimum as queueing, and training links have a fixed path; so a handover that
-    adds 960 ms read as a full queue, and the networks cut far below GCC, which reacts to delay
-    *growth* and holds through it (bench/faults.py, issue 7). The change starts after a few
-    seconds (the controller has settled) and may outlast the episode.
+    Why episodes may have them (``--path-changes``): training links have a fixed path, so a
+    learned controller can only read a handover that adds 960 ms as a full queue; the shipped
+    networks cut far below GCC there, which cuts once at the step and climbs back at once
+    (bench/faults.py, issue 7). The change starts after a few seconds (the controller has
+    settled) and may outlast the episode. (Measured in session 6: training with them did not
+    make the networks hold through a change; loki/LEARNING.md.)
     """
     total_ms = round(duration_s * 1000)
     start = int(rng.integers(min(5_000, total_ms // 4), max(total_ms - 2_000, total_ms // 2)))

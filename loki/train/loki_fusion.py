@@ -43,6 +43,7 @@ from loki.train.common import (
     write_card,
     write_model,
 )
+from loki.train.data import path_change_text
 from loki.train.ppo import (
     CriticWarmup,
     PpoArgs,
@@ -102,9 +103,11 @@ def train(args: LokiArgs) -> Path:
         )
         learner_params, learner_prefix = start, "learner.trunk"
         learner_from = f"the learner trunk, gates and head of {args.init} (a fine-tune)"
+        clone_from = f"the clone trunk inside {args.init}"
     else:
         clone = load_clone(args)
         learner_params, learner_prefix, learner_from = learner_init(args, clone)
+        clone_from = display_path(clone_path(args))
     mean, std = clone["obs_mean"], clone["obs_std"]
     fit_paths, val_paths = split_traces(args)
 
@@ -136,7 +139,7 @@ def train(args: LokiArgs) -> Path:
         "split_seed": split_seed_of(args),
         "steps": int(model.num_timesteps),
         "command": args.command,
-        "clone": display_path(clone_path(args)),
+        "clone": clone_from,
         "learner_init": learner_from,
         **({"init": str(args.init)} if args.init is not None else {}),
     }
@@ -165,8 +168,9 @@ def train(args: LokiArgs) -> Path:
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
                 f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
-                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %. Clone: "
-                f"{display_path(clone_path(args))}; learner trunk initialised from "
+                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %"
+                f"{path_change_text(args.path_change_share)}. Clone: {clone_from}; learner "
+                "trunk initialised from "
                 f"{learner_from}. PPO: "
                 f"{model.num_timesteps} steps ({args.warmup_steps} critic-only warm-up), "
                 f"{max(1, args.workers)} environment(s) x {args.n_steps} steps per update, "
