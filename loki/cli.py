@@ -28,6 +28,25 @@ class CliError(Exception):
 _feedback_interval = _number(int, lambda v: 10 <= v <= 1000, "an interval in ms within [10, 1000]")
 
 
+def _path_change(text: str) -> tuple[int, int, int]:
+    """``AT_S:FOR_S:EXTRA_MS`` -> ``(start_ms, end_ms, extra_ms)`` (a handover, a re-route)."""
+    parts = text.split(":")
+    try:
+        at_s, for_s, extra_ms = float(parts[0]), float(parts[1]), int(parts[2])
+        if len(parts) != 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"expected AT_S:FOR_S:EXTRA_MS (for example 20:10:960), got {text!r}"
+        ) from None
+    if not (at_s >= 0 and for_s > 0 and extra_ms >= 0) or at_s + for_s == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"a path change needs AT_S >= 0, FOR_S > 0 and EXTRA_MS >= 0, got {text!r}"
+        )
+    start_ms = round(at_s * 1000)
+    return (start_ms, start_ms + max(1, round(for_s * 1000)), extra_ms)
+
+
 def _check_output_paths(*paths: Path | None) -> None:
     """Refuse unusable output paths before any work is done, so nothing is lost or half-written."""
     for p in paths:
@@ -88,6 +107,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         queue_packets=args.queue_packets,
         queue_bytes=args.queue_bytes,
         loss=args.loss,
+        path_delay_steps_ms=tuple(args.path_change or ()),
     )
     if args.source is not None:
         return _emulate_cbr(args, link, duration_s)
@@ -184,7 +204,7 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
     import numpy as np
 
     from loki.emu.cbr import IP_UDP_HEADER_BYTES, run_cbr
-    from loki.emu.session import make_uplink
+    from loki.emu.session import make_uplink, with_path_delay_steps
 
     spec = args.source
     parts = spec.split(":")
@@ -201,12 +221,19 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
             f"PACKET_BYTES <= 1500 (IP size), got {spec!r}"
         ) from None
     host = None
+    if args.host_timing == "mahimahi" and link.path_delay_steps_ms:
+        raise CliError(
+            "--host-timing mahimahi replays mahimahi's shells, which have no path change"
+        )
     if args.host_timing == "mahimahi":
         from loki.emu.host_timing import MahimahiHostTiming
 
         host = MahimahiHostTiming(seed=args.seed)
+    uplink = make_uplink(link, seed=args.seed)
+    if link.path_delay_steps_ms:
+        uplink = with_path_delay_steps(uplink, link.path_delay_steps_ms)
     log = run_cbr(
-        make_uplink(link, seed=args.seed),
+        uplink,
         rate_bps=round(kbps * 1000),
         duration_ms=round(duration_s * 1000),
         payload_bytes=packet_bytes - IP_UDP_HEADER_BYTES,
@@ -260,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="with --source: 'mahimahi' replays mahimahi's event loops for receive times to "
         "the us (to compare with delays measured on real mahimahi); default whole ms",
+    )
+    e.add_argument(
+        "--path-change",
+        type=_path_change,
+        action="append",
+        metavar="AT_S:FOR_S:EXTRA_MS",
+        help="the media path's one-way delay is EXTRA_MS longer from AT_S for FOR_S seconds "
+        "(a handover; packets stay in order); repeatable",
     )
     e.add_argument("--list-builtins", action="store_true", help="list built-in links and exit")
     e.set_defaults(func=cmd_emulate)

@@ -121,6 +121,13 @@ def test_unknown_controllers(
         (["--feedback-interval-ms", "0"], "--feedback-interval-ms"),
         (["--feedback-interval-ms", "5"], "feedback"),
         (["--feedback-interval-ms", "5000"], "feedback"),
+        (["--path-change", "10:5"], "AT_S:FOR_S:EXTRA_MS"),
+        (["--path-change", "10:x:300"], "AT_S:FOR_S:EXTRA_MS"),
+        (["--path-change", "10:5:300:1"], "AT_S:FOR_S:EXTRA_MS"),
+        (["--path-change", "10:0:300"], "FOR_S > 0"),
+        (["--path-change=-1:5:300"], "AT_S >= 0"),
+        (["--path-change", "10:5:-3"], "EXTRA_MS >= 0"),
+        (["--path-change", "10:inf:300"], "--path-change"),
     ],
 )
 def test_bad_values(
@@ -210,3 +217,29 @@ def test_cbr_with_mahimahi_host_timing_reports_sub_ms_delays(
     assert 0.0 < host["delay_p50_ms"] - whole["delay_p50_ms"] < 2.0
     rows = (workdir / "log.csv").read_text().splitlines()
     assert "." in rows[1].split(",")[1]  # receive times to the us
+
+
+def test_a_path_change_shows_in_the_packet_log(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "6", "--delay-ms", "20"]
+    argv += ["--source", "cbr:1000", "--path-change", "2:2:500", "--packet-log", "log.csv"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 20 ms + 500 ms + up to one 2.5 Mbps opportunity (4.8 ms) in the link.
+    assert out["loss_rate"] == 0.0 and 520.0 <= out["delay_max_ms"] < 526.0
+    rows = [r.split(",") for r in (workdir / "log.csv").read_text().splitlines()[1:]]
+    owd = {float(s): float(a) - float(s) for s, a, _ in rows}
+    assert all(v < 26 for s, v in owd.items() if s < 1900 or s > 4600)
+    assert all(520 <= v < 526 for s, v in owd.items() if 2100 < s < 3900)
+    # mahimahi's shells have no such stage, so their replay refuses it.
+    assert_refused([*argv, "--host-timing", "mahimahi"], workdir, capsys, "no path change")
+
+
+def test_a_path_change_reaches_a_controlled_session(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "20", "--json"]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--path-change", "8:4:960"]) == 0
+    changed = json.loads(capsys.readouterr().out)
+    assert changed["frame_delay_p95_ms"] > plain["frame_delay_p95_ms"] + 500

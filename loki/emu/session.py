@@ -208,7 +208,9 @@ def make_uplink(link: LinkConfig, seed: int) -> Path:
     return uplink_path(link.trace, link.delay_ms, link.loss, queue, seed)
 
 
-def _with_path_delay_steps(uplink: Path, steps: tuple[tuple[int, int, int], ...]) -> Path:
+def with_path_delay_steps(uplink: Path, steps: tuple[tuple[int, int, int], ...]) -> Path:
+    """``uplink`` with path changes after its last stage (not a compiled chain: packets go
+    through it one by one)."""
     return Path([*uplink.stages, PathDelaySteps(steps)])
 
 
@@ -231,7 +233,7 @@ class Session:
         self._std_uplink = self._uplink
         if link.path_delay_steps_ms:
             # Not in the compiled chain: the session sends packet by packet through it.
-            self._uplink = _with_path_delay_steps(self._uplink, link.path_delay_steps_ms)
+            self._uplink = with_path_delay_steps(self._uplink, link.path_delay_steps_ms)
         self._loss = self._uplink.stage(Loss)
         self._link = self._uplink.stage(Link)
         self._fb_loss_rng = np.random.default_rng(int(self._rng.integers(2**31)))
