@@ -38,6 +38,13 @@ class DualWeightFusionModule(nn.Module):
         w_c, w_r = self.gates(f_c, f_r)
         return w_c * f_c + w_r * f_r
 
+    def load(self, params: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`export` (to go on training an exported model)."""
+        with torch.no_grad():
+            for name, gate in ((GATE_C, self.gate_c), (GATE_R, self.gate_r)):
+                gate.weight.copy_(torch.as_tensor(params[f"{name}.weight"]))
+                gate.bias.copy_(torch.as_tensor(params[f"{name}.bias"]))
+
     def export(self) -> dict[str, np.ndarray]:
         """Arrays named as the numpy layer and the model files expect."""
         out = {}

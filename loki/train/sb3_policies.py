@@ -129,11 +129,7 @@ class FusionPolicy(ActorCriticPolicy):
 
     def load_fusion_and_head(self, params: dict[str, np.ndarray]) -> None:
         """The gates and the action head of an exported loki model (to fine-tune it)."""
-        fusion = self.mlp_extractor.fusion
-        with torch.no_grad():
-            for name, gate in (("fusion.gate_c", fusion.gate_c), ("fusion.gate_r", fusion.gate_r)):
-                gate.weight.copy_(torch.as_tensor(params[f"{name}.weight"]))
-                gate.bias.copy_(torch.as_tensor(params[f"{name}.bias"]))
+        self.mlp_extractor.fusion.load(params)
         load_linears(self.action_net, params, "head")
 
     def export_actor(self) -> dict[str, np.ndarray]:
