@@ -22,6 +22,11 @@ from loki.train.env import Reward
         (["train", "clone", "--small-move-eps", "-0.5"], "--small-move-eps must be"),
         (["train", "rl", "--balance-families"], "--balance-families is for"),
         (["train", "hybrid", "--synthetic"], "--synthetic is for"),
+        (["train", "rl", "--path-changes", "1.5"], "--path-changes must be a share"),
+        (["train", "clone", "--path-changes", "-0.1"], "--path-changes must be a share"),
+        (["train", "hybrid", "--init", "m.npz"], "--init is for"),
+        (["train", "rl", "--init", "no-such-model.npz"], "no model file"),
+        (["train", "loki", "--init", "no-such-model.npz"], "no model file"),
         (
             ["train", "online", "--change-weight", "-1", "--logs", "l", "--from", "m.npz"],
             "--change-weight must be",

@@ -92,7 +92,6 @@ def train(args: LokiArgs) -> Path:
     clock = Stopwatch()
     seed_everything(args.seed)
     set_torch_threads()
-    out = out_dir(args, NAME)
     if args.init is not None:
         # A fine-tune: the frozen clone trunk and the normaliser are the model's own.
         start = init_model(args, "loki")
@@ -108,6 +107,7 @@ def train(args: LokiArgs) -> Path:
         clone = load_clone(args)
         learner_params, learner_prefix, learner_from = learner_init(args, clone)
         clone_from = display_path(clone_path(args))
+    out = out_dir(args, NAME)  # after the inputs are read: a bad one leaves nothing behind
     mean, std = clone["obs_mean"], clone["obs_std"]
     fit_paths, val_paths = split_traces(args)
 

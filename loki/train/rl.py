@@ -62,9 +62,10 @@ def train(args: RlArgs) -> Path:
     clock = Stopwatch()
     seed_everything(args.seed)
     set_torch_threads()
-    out = out_dir(args, NAME)
-    # A fine-tune keeps the normaliser the model was trained with.
+    # A fine-tune keeps the normaliser the model was trained with. (Read before the output
+    # folder exists: a bad --init leaves nothing behind.)
     start = init_model(args, "rl") if args.init is not None else load_clone(args)
+    out = out_dir(args, NAME)
     mean, std = start["obs_mean"], start["obs_std"]
     fit_paths, val_paths = split_traces(args)
 
