@@ -79,11 +79,15 @@ def test_reward_combines_the_terms():
     assert reward_of(s, w) == pytest.approx(0.8 - 0.4 - 0.2 - 0.1 - 0.15)
 
 
-def _fake_session(render_ms, now_ms):
+def _fake_session(render_ms, now_ms, path_delay_steps_ms=(), frame_delay_ms=50.0):
     rx = SimpleNamespace(
-        render_ms=render_ms, frame_delay_ms=[50.0] * len(render_ms), frame_bytes_rendered=0
+        render_ms=render_ms,
+        frame_delay_ms=[frame_delay_ms] * len(render_ms),
+        frame_bytes_rendered=0,
     )
-    link = SimpleNamespace(trace=constant(1e6, 10_000), delay_ms=20)
+    link = SimpleNamespace(
+        trace=constant(1e6, 10_000), delay_ms=20, path_delay_steps_ms=path_delay_steps_ms
+    )
     return SimpleNamespace(
         receiver=rx,
         link=link,
@@ -129,3 +133,17 @@ def test_windows_that_carry_nothing_are_redrawn(paths, tmp_path, monkeypatch):
     monkeypatch.setattr(env_module, "draw_spec", lambda *a: dead)
     with pytest.raises(RuntimeError, match="in a row ended before their first decision"):
         env.reset(seed=0)
+
+
+def test_delay_a_path_change_adds_is_not_charged_as_excess():
+    """Frames 1000 ms late on a 20 ms path: 830 ms beyond the path and the 150 ms allowance;
+    while a path change adds 960 ms, nothing (no rate choice avoids that delay)."""
+    plain = IntervalMeter(_fake_session([0.0, 33.0, 66.0], 100.0, frame_delay_ms=1000.0))
+    assert plain.measure(1, 1).excess_delay_s == pytest.approx(0.83)
+    s = _fake_session([0.0, 33.0, 66.0], 100.0, ((0, 5_000, 960),), frame_delay_ms=1000.0)
+    assert IntervalMeter(s).measure(1, 1).excess_delay_s == 0.0
+    # A change that ended long before the frames were captured is no excuse.
+    s = _fake_session([0.0, 33.0, 66.0], 100.0, ((0, 1, 960),), frame_delay_ms=1000.0)
+    s.receiver.render_ms = [3000.0, 3033.0, 3066.0]
+    s.now_us = 3_100_000
+    assert IntervalMeter(s).measure(1, 1).excess_delay_s == pytest.approx(0.83)

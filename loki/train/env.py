@@ -16,7 +16,8 @@ truth, which the agent never observes; it mirrors how sessions are judged (loki-
 * frozen share: the part of the interval the receiver spent in a freeze (render gap beyond the
   webrtc-stats threshold at the session's frame rate), counted as it accrues;
 * excess frame delay: mean capture-to-render delay of the interval's frames beyond the link's
-  one-way delay plus :data:`DELAY_ALLOWANCE_MS`;
+  one-way delay (with a path change's extra delay while one is in force: no action avoids it)
+  plus :data:`DELAY_ALLOWANCE_MS`;
 * loss: share of the interval's reported packets that were lost;
 * the change term is Loki+'s complaint made a cost: a controller that swings between the ends
   of its action range pays for it.
@@ -114,7 +115,8 @@ class IntervalMeter:
         excess_s = 0.0
         if new_delays:
             mean_delay_ms = sum(new_delays) / len(new_delays)
-            excess_s = max(0.0, mean_delay_ms - s.link.delay_ms - DELAY_ALLOWANCE_MS) / 1000.0
+            path_ms = s.link.delay_ms + path_extra_ms(s.link, now_ms - mean_delay_ms, now_ms)
+            excess_s = max(0.0, mean_delay_ms - path_ms - DELAY_ALLOWANCE_MS) / 1000.0
             excess_s = min(excess_s, MAX_EXCESS_DELAY_S)
         # Loss over the packets whose fate the sender learned in this interval.
         arrivals = s.arrival_us
@@ -133,6 +135,19 @@ class IntervalMeter:
         self._pkt_i = end
         change = abs(float(np.log2(max(target_after_bps, 1) / max(target_before_bps, 1))))
         return StepStats(dt_ms / 1000.0, util, frozen_share, excess_s, loss, change)
+
+
+def path_extra_ms(link, from_ms: float, to_ms: float) -> int:
+    """The largest path change (``LinkConfig.path_delay_steps_ms``) in force over the span:
+    delay that no rate choice avoids, so the reward does not charge it."""
+    return max(
+        (
+            extra
+            for start, end, extra in link.path_delay_steps_ms
+            if start < to_ms and end > from_ms
+        ),
+        default=0,
+    )
 
 
 #: Episodes drawn in a row without a single decision before reset() gives up.
