@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import gymnasium as gym
 import numpy as np
 
-from loki.emu.session import Session, SessionConfig
+from loki.emu.session import LinkConfig, Session, SessionConfig
 from loki.learned.controller import LearnedController
 from loki.qoe import FREEZE_MIN_EXTRA_MS
 from loki.train.data import EpisodeSpec, LinkRanges, draw_spec
@@ -137,7 +137,7 @@ class IntervalMeter:
         return StepStats(dt_ms / 1000.0, util, frozen_share, excess_s, loss, change)
 
 
-def path_extra_ms(link, from_ms: float, to_ms: float) -> int:
+def path_extra_ms(link: LinkConfig, from_ms: float, to_ms: float) -> int:
     """The largest path change (``LinkConfig.path_delay_steps_ms``) in force over the span:
     delay that no rate choice avoids, so the reward does not charge it."""
     return max(
