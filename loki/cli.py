@@ -229,11 +229,8 @@ def _emulate_cbr(args: argparse.Namespace, link, duration_s: float) -> int:
         from loki.emu.host_timing import MahimahiHostTiming
 
         host = MahimahiHostTiming(seed=args.seed)
-    uplink = make_uplink(link, seed=args.seed)
-    if link.path_delay_steps_ms:
-        uplink = with_path_delay_steps(uplink, link.path_delay_steps_ms)
     log = run_cbr(
-        uplink,
+        with_path_delay_steps(make_uplink(link, seed=args.seed), link.path_delay_steps_ms),
         rate_bps=round(kbps * 1000),
         duration_ms=round(duration_s * 1000),
         payload_bytes=packet_bytes - IP_UDP_HEADER_BYTES,

@@ -210,8 +210,8 @@ def make_uplink(link: LinkConfig, seed: int) -> Path:
 
 def with_path_delay_steps(uplink: Path, steps: tuple[tuple[int, int, int], ...]) -> Path:
     """``uplink`` with path changes after its last stage (not a compiled chain: packets go
-    through it one by one)."""
-    return Path([*uplink.stages, PathDelaySteps(steps)])
+    through it one by one); ``uplink`` itself when there are none."""
+    return Path([*uplink.stages, PathDelaySteps(steps)]) if steps else uplink
 
 
 class Session:
@@ -231,9 +231,9 @@ class Session:
         self._rng = np.random.default_rng(cfg.seed)
         self._uplink = make_uplink(link, seed=int(self._rng.integers(2**31)))
         self._std_uplink = self._uplink
-        if link.path_delay_steps_ms:
-            # Not in the compiled chain: the session sends packet by packet through it.
-            self._uplink = with_path_delay_steps(self._uplink, link.path_delay_steps_ms)
+        # With path changes the uplink is no longer the compiled chain: the session then sends
+        # packet by packet through it.
+        self._uplink = with_path_delay_steps(self._std_uplink, link.path_delay_steps_ms)
         self._loss = self._uplink.stage(Loss)
         self._link = self._uplink.stage(Link)
         self._fb_loss_rng = np.random.default_rng(int(self._rng.integers(2**31)))

@@ -205,11 +205,12 @@ def train_online(
 ) -> dict:
     """Update ``model`` from the logs under ``logs`` and write ``out`` (a folder or .npz)."""
     from loki.experience import file_sha256, find_logs, read_log
+    from loki.learned.models import read_meta
     from loki.nn import load_model
     from loki.train.env import Reward
 
     params = load_model(model)
-    meta = json.loads(str(params["meta"])) if "meta" in params else {}
+    meta = read_meta(params)
     if meta.get("kind") != "loki":
         raise ValueError(f"{model}: online updates are for 'loki' models, got {meta.get('kind')}")
     paths = find_logs(list(logs))

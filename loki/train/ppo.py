@@ -9,7 +9,6 @@ links of the training families, and the export of the actor to ``model.npz``.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
 from loki.api import ControllerConfig
-from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
+from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED, read_meta
 from loki.nn import load_model
 from loki.train.common import CURVE_FILE, CsvLog, RangeTracker, TrainArgs
 from loki.train.data import (
@@ -274,7 +273,7 @@ def init_model(args: PpoArgs, kind: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"--init: no model file at {path}")
     params = load_model(path)
-    got = json.loads(str(params["meta"])).get("kind") if "meta" in params else None
+    got = read_meta(params).get("kind")
     if got != kind:
         raise ValueError(f"--init: {path} is a {got!r} model; 'loki train {kind}' needs a {kind!r}")
     return params
