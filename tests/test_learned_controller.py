@@ -10,6 +10,7 @@ from loki.api import ControllerConfig, TransportFeedback
 from loki.controllers import controller_names, make_controller
 from loki.features import OBS_SIZE
 from loki.learned import HYBRID_EVERY_REPORTS, HybridController, RatioController
+from loki.learned.controller import AnchoredController
 from loki.learned.guard import InputGuard
 from loki.learned.models import controller_from_model
 
@@ -102,6 +103,28 @@ def test_hybrid_fallback_is_gcc_itself():
     assert ctl.fallbacks == 1 and ctl.target_bps == ctl.gcc.target_bps
 
 
+def test_anchored_scales_gcc_at_every_report_on_the_shared_features():
+    picks = []
+
+    def policy(x):
+        picks.append(x.shape[0])
+        return -0.5
+
+    ctl = AnchoredController(CFG, policy=policy)
+    _drive(ctl, 5)
+    assert picks == [OBS_SIZE] * 5
+    assert ctl.target_bps == CFG.clamp(ctl.gcc.target_bps * 2.0**-0.5)
+    # The level is GCC's: a constant action is a constant factor, not a drift.
+    _drive(ctl, 20, start=6)
+    assert ctl.target_bps == CFG.clamp(ctl.gcc.target_bps * 2.0**-0.5)
+
+
+def test_anchored_fallback_is_gcc_itself():
+    ctl = AnchoredController(CFG, policy=lambda x: float("nan"))
+    _drive(ctl, 3)
+    assert ctl.fallbacks == 3 and ctl.target_bps == ctl.gcc.target_bps
+
+
 def test_probes_come_from_the_parallel_gcc():
     ctl = RatioController(CFG, policy=lambda x: 0.0)
     clusters = ctl.pop_probe_clusters()
@@ -109,7 +132,7 @@ def test_probes_come_from_the_parallel_gcc():
     assert ctl.pop_probe_clusters() == []
 
 
-def _write_model(path, kind: str, obs_size: int, seed: int = 0):
+def _write_model(path, kind: str, obs_size: int, seed: int = 0, **meta):
     rng = np.random.default_rng(seed)
 
     def lin(prefix, n_in, n_out):
@@ -123,7 +146,7 @@ def _write_model(path, kind: str, obs_size: int, seed: int = 0):
         "obs_std": np.ones(obs_size, np.float32),
         "obs_low": np.full(obs_size, -100, np.float32),
         "obs_high": np.full(obs_size, 100, np.float32),
-        "meta": np.array(json.dumps({"kind": kind})),
+        "meta": np.array(json.dumps({"kind": kind, **meta})),
     }
     if kind == "loki":
         for side in ("clone", "learner"):
@@ -146,6 +169,15 @@ def test_controllers_from_exported_models_run(tmp_path, kind):
     _drive(ctl, 8)
     assert ctl.fallbacks == 0 and ctl.decisions >= 2
     assert CFG.min_bps <= ctl.target_bps <= CFG.max_bps
+
+
+def test_a_loki_model_anchored_at_gcc_runs_anchored(tmp_path):
+    path = _write_model(tmp_path / "anchored.npz", "loki", OBS_SIZE, anchor="gcc")
+    ctl = controller_from_model(path, CFG)
+    assert isinstance(ctl, AnchoredController)
+    _drive(ctl, 8)
+    assert ctl.fallbacks == 0 and ctl.decisions == 8
+    assert CFG.clamp(ctl.gcc.target_bps // 2) <= ctl.target_bps <= CFG.clamp(ctl.gcc.target_bps * 2)
 
 
 def test_unknown_model_kind_is_refused(tmp_path):

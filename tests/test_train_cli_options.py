@@ -25,6 +25,7 @@ from loki.train.env import Reward
         (["train", "rl", "--path-changes", "1.5"], "--path-changes must be a share"),
         (["train", "clone", "--path-changes", "-0.1"], "--path-changes must be a share"),
         (["train", "hybrid", "--init", "m.npz"], "--init is for"),
+        (["train", "rl", "--anchor-gcc"], "--anchor-gcc is for"),
         (["train", "rl", "--init", "no-such-model.npz"], "no model file"),
         (["train", "loki", "--init", "no-such-model.npz"], "no model file"),
         (

@@ -199,6 +199,25 @@ def test_loki_training_keeps_the_clone_frozen(family, clone, tmp_path):
     assert "fusion.gate_c.weight" in p and "learner.trunk.1.weight" in p
 
 
+def test_loki_anchored_at_gcc_trains_and_runs_anchored(family, clone, tmp_path):
+    from loki.learned.controller import AnchoredController
+    from loki.learned.models import controller_from_model
+
+    path = train_loki(
+        LokiArgs(
+            traces=[family],
+            clone=clone,
+            out=tmp_path,
+            warmup_steps=64,
+            anchor_gcc=True,
+            **PPO_SMOKE,
+        )
+    )
+    assert json.loads(str(load_model(path)["meta"]))["anchor"] == "gcc"
+    assert isinstance(controller_from_model(path), AnchoredController)
+    assert "GCC's estimate x 2^" in (tmp_path / "card.md").read_text()
+
+
 def test_hybrid_trains(family, clone, tmp_path):
     path = train_hybrid(HybridArgs(traces=[family], clone=clone, out=tmp_path, **PPO_SMOKE))
     p = load_model(path)

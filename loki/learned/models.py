@@ -19,6 +19,7 @@ import numpy as np
 from loki.api import ControllerConfig
 from loki.features import FEATURE_NAMES, HISTORY
 from loki.learned.controller import (
+    AnchoredController,
     HybridController,
     LearnedController,
     Normalize,
@@ -98,7 +99,11 @@ def controller_from_model(
     ``fault_floor=False`` runs the network alone (to measure what the floor changes).
     """
     m = load_learned(str(Path(path).resolve()))
-    cls = HybridController if m.kind == "hybrid" else RatioController
+    cls: type[LearnedController] = RatioController
+    if m.kind == "hybrid":
+        cls = HybridController
+    elif m.meta.get("anchor") == "gcc":
+        cls = AnchoredController
     if m.guard_low is not None and m.guard_low.size != cls.obs_size:
         raise ValueError(
             f"{path}: the model takes {m.guard_low.size} inputs, but the observation has "

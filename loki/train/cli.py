@@ -106,6 +106,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--learner",
         help="loki: where the learner trunk starts: clone (default), rl, random, or a model.npz",
     )
+    p.add_argument(
+        "--anchor-gcc",
+        action="store_true",
+        help="loki: the action scales the parallel GCC's estimate (0.5x to 2x, every report) "
+        "instead of the previous target",
+    )
     from loki.train.online import add_online_arguments
 
     add_online_arguments(p)  # --logs DIR..., --from MODEL, --epochs, --stall/change-weight
@@ -168,6 +174,8 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
     for flag in ("balance_families", "synthetic", "state_head"):
         if getattr(args, flag) and args.model != "clone":
             raise ValueError(f"--{flag.replace('_', '-')} is for 'loki train clone' only")
+    if args.anchor_gcc and args.model != "loki":
+        raise ValueError("--anchor-gcc is for 'loki train loki' only")
     if args.init is not None and args.model not in ("rl", "loki"):
         raise ValueError("--init is for 'loki train rl' and 'loki train loki'")
     if args.model != "clone":
@@ -198,7 +206,13 @@ def _train(args: argparse.Namespace, common: dict) -> Path:
         from loki.train.loki_fusion import LokiArgs, train
 
         return train(
-            LokiArgs(**common, clone=args.clone, learner=args.learner or "clone", init=args.init)
+            LokiArgs(
+                **common,
+                clone=args.clone,
+                learner=args.learner or "clone",
+                init=args.init,
+                anchor_gcc=args.anchor_gcc,
+            )
         )
     from loki.train.hybrid import HybridArgs, train
 

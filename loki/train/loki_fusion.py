@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
 from loki.features import HISTORY, N_FEATURES
-from loki.learned.controller import ACTION_LOG2_RANGE, RatioController
+from loki.learned.controller import ACTION_LOG2_RANGE, AnchoredController, RatioController
 from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
 from loki.nn import load_model
 from loki.train.common import (
@@ -76,6 +76,9 @@ class LokiArgs(PpoArgs):
     #: Where the learner trunk starts: "clone" (a copy of the clone's trunk), "rl" (the rl
     #: model's actor trunk), "random", or the path of a model.npz with an actor trunk.
     learner: str | Path = "clone"
+    #: Anchor the action at the parallel GCC's estimate (target = GCC x 2 ** a every report,
+    #: :class:`~loki.learned.controller.AnchoredController`) instead of at the previous target.
+    anchor_gcc: bool = False
 
 
 def learner_init(args: LokiArgs, clone: dict) -> tuple[dict | None, str, str]:
@@ -111,7 +114,8 @@ def train(args: LokiArgs) -> Path:
     mean, std = clone["obs_mean"], clone["obs_std"]
     fit_paths, val_paths = split_traces(args)
 
-    env = make_envs(args, fit_paths, RatioController)
+    controller_cls = AnchoredController if args.anchor_gcc else RatioController
+    env = make_envs(args, fit_paths, controller_cls)
     model = new_ppo(
         FusionPolicy,
         env,
@@ -129,7 +133,7 @@ def train(args: LokiArgs) -> Path:
     if args.init is not None:
         model.policy.load_fusion_and_head(start)
     curve = learn_with_curve(
-        model, env, args, out, RatioController.obs_size, NAME, [CriticWarmup(args.warmup_steps)]
+        model, env, args, out, controller_cls.obs_size, NAME, [CriticWarmup(args.warmup_steps)]
     )
 
     low, high = curve.seen.bounds()
@@ -141,6 +145,7 @@ def train(args: LokiArgs) -> Path:
         "command": args.command,
         "clone": clone_from,
         "learner_init": learner_from,
+        **({"anchor": "gcc"} if args.anchor_gcc else {}),
         **({"init": str(args.init)} if args.init is not None else {}),
     }
     actor = model.policy.export_actor()
@@ -162,8 +167,10 @@ def train(args: LokiArgs) -> Path:
                 "w_c = sigmoid(W_c [f_c, f_r] + b_c), w_r = sigmoid(W_r [f_c, f_r] + b_r), "
                 f"initialised W = 0, b_c = {CLONE_GATE_BIAS}, b_r = {LEARNER_GATE_BIAS}; fused = "
                 "w_c * f_c + w_r * f_r (element-wise); linear action head initialised from the "
-                f"clone's. Action a in [-1, 1]: next rate = previous x 2^({ACTION_LOG2_RANGE} a), "
-                "every feedback report (100 ms); deterministic at run time, numpy."
+                "clone's. Action a in [-1, 1]: next rate = "
+                + ("GCC's estimate" if args.anchor_gcc else "previous")
+                + f" x 2^({ACTION_LOG2_RANGE} a), every feedback report (100 ms); "
+                "deterministic at run time, numpy."
             ),
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
