@@ -8,5 +8,5 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: its tests will skip"
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[test,train,rtc]'
+.venv/bin/pip install -q -e '.[test,train,rtc,ray]'
 .venv/bin/python -m pytest -q

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -105,8 +105,8 @@ def test_no_logs_is_an_error(tmp_path):
         train_online([tmp_path], LOKI, tmp_path / "x", seed=0, epochs=1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
-def test_ray_address_without_ray_is_a_clear_error(logs, tmp_path):
+def test_ray_address_without_ray_is_a_clear_error(logs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(RayMissingError, match="needs Ray"):
         train_online([logs], LOKI, tmp_path / "r", seed=0, epochs=1, ray_address="auto")
 
