@@ -21,14 +21,13 @@ from loki.ab import ab_specs, run_pairs
 from loki.experience import log_emulated_session
 from loki.learned.models import model_path
 from loki.nn import load_model
-from loki.train.clone import CloneArgs
 from loki.train.clone import train as train_clone
 from loki.train.data import EpisodeSpec
 from loki.train.online import train_online
 from loki.train.ray_vec_env import RayVecEnv
 from loki.train.rl import RlArgs
 from loki.train.rl import train as train_rl
-from traces.generators import constant, markov_modulated, steps
+from traces.generators import constant, markov_modulated
 from traces.mahimahi import write_mahimahi
 
 ray = pytest.importorskip("ray", reason="Ray is installed by scripts/test.sh (the ray extra)")
@@ -42,15 +41,6 @@ def cluster():
     ray.init(address=ADDRESS, num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ray_family")
-    (d / "SOURCE.json").write_text(json.dumps({"name": "synthetic"}))
-    write_mahimahi(steps([(3000, 2e6), (3000, 6e5)]), d / "a.mahi")
-    write_mahimahi(steps([(2000, 1e6), (2000, 3e6)]), d / "b.mahi")
-    return d
 
 
 @pytest.fixture
@@ -73,31 +63,12 @@ def _same_weights(a: Path, b: Path) -> bool:
     return pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa if k != "meta")
 
 
-def _clone(family: Path, out: Path, ray_address: str | None) -> Path:
-    args = CloneArgs(
-        traces=[family],
-        steps=120,
-        iterations=2,
-        episode_s=3.0,
-        epochs=1,
-        val_episodes=2,
-        workers=1,
-        seed=0,
-        out=out,
-        ray_address=ray_address,
-    )
-    return train_clone(args)
-
-
-@pytest.fixture(scope="module")
-def clone(family, tmp_path_factory) -> Path:
-    return _clone(family, tmp_path_factory.mktemp("clone_local"), None)
-
-
 def test_clone_dagger_episodes_on_ray_tasks_give_the_same_clone(
-    family, clone, tmp_path, remote_calls
+    family, clone, clone_args, tmp_path, remote_calls
 ):
-    assert _same_weights(_clone(family, tmp_path / "ray", ADDRESS), clone)
+    """The shared ``clone`` fixture is the same run on local processes."""
+    on_ray = train_clone(clone_args(family, tmp_path / "ray", ray_address=ADDRESS))
+    assert _same_weights(on_ray, clone)
     assert remote_calls
 
 

@@ -12,7 +12,6 @@ from loki.learned import HybridController, RatioController
 from loki.learned.policies import FusionPolicy as NumpyFusionPolicy
 from loki.learned.policies import MlpPolicy
 from loki.nn import Normalizer, load_model
-from loki.train.clone import CloneArgs
 from loki.train.clone import train as train_clone
 from loki.train.env import ControllerEnv
 from loki.train.hybrid import HybridArgs
@@ -21,8 +20,6 @@ from loki.train.loki_fusion import LokiArgs
 from loki.train.loki_fusion import train as train_loki
 from loki.train.rl import RlArgs
 from loki.train.rl import train as train_rl
-from traces.generators import steps
-from traces.mahimahi import write_mahimahi
 
 PPO_SMOKE = {
     "steps": 128,
@@ -33,35 +30,6 @@ PPO_SMOKE = {
     "val_episodes": 2,
     "workers": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    d = tmp_path_factory.mktemp("synthetic_family")
-    (d / "SOURCE.json").write_text(json.dumps({"name": "synthetic"}))
-    write_mahimahi(steps([(3000, 2e6), (3000, 6e5)]), d / "a.mahi")
-    write_mahimahi(steps([(2000, 1e6), (2000, 3e6)]), d / "b.mahi")
-    return d
-
-
-def _clone_args(family, out):
-    return CloneArgs(
-        traces=[family],
-        steps=120,
-        iterations=2,
-        episode_s=3.0,
-        epochs=1,
-        val_episodes=2,
-        workers=1,
-        seed=0,
-        out=out,
-        command="loki train clone --steps 120",
-    )
-
-
-@pytest.fixture(scope="module")
-def clone(family, tmp_path_factory):
-    return train_clone(_clone_args(family, tmp_path_factory.mktemp("clone")))
 
 
 def _env(family, cls=RatioController):
@@ -100,12 +68,10 @@ def test_clone_keeps_every_iteration_as_a_model(clone):
     np.testing.assert_array_equal(same["obs_high"], exported["obs_high"])
 
 
-def test_state_head_clone_trains_and_drives(family, tmp_path):
-    from dataclasses import replace
-
+def test_state_head_clone_trains_and_drives(family, clone_args, tmp_path):
     from loki.learned.models import controller_from_model
 
-    path = train_clone(replace(_clone_args(family, tmp_path), state_head=True))
+    path = train_clone(clone_args(family, tmp_path, state_head=True))
     p = load_model(path)
     assert p["clone.head.0.weight"].shape == (5, 64)
     ctl = controller_from_model(path)
@@ -114,8 +80,8 @@ def test_state_head_clone_trains_and_drives(family, tmp_path):
     assert -1.0 <= a <= 1.0
 
 
-def test_clone_is_reproducible_from_its_seed(family, clone, tmp_path):
-    again = train_clone(_clone_args(family, tmp_path))
+def test_clone_is_reproducible_from_its_seed(family, clone, clone_args, tmp_path):
+    again = train_clone(clone_args(family, tmp_path))
     a, b = load_model(clone), load_model(again)
     np.testing.assert_array_equal(a["clone.head.0.weight"], b["clone.head.0.weight"])
     np.testing.assert_array_equal(a["obs_low"], b["obs_low"])
@@ -181,17 +147,14 @@ def test_loki_starts_as_the_clone_and_numpy_matches_torch(family, clone):
         assert moved(norm(obs)) == pytest.approx(_sb3_action(model, obs), abs=1e-5)
 
 
-def test_loki_training_keeps_the_clone_frozen(family, clone, tmp_path):
-    path = train_loki(
-        LokiArgs(
-            traces=[family],
-            clone=clone,
-            out=tmp_path,
-            warmup_steps=64,
-            learner="random",
-            **PPO_SMOKE,
-        )
+def _train_loki_smoke(family, clone, out, **kw):
+    return train_loki(
+        LokiArgs(traces=[family], clone=clone, out=out, warmup_steps=64, **PPO_SMOKE, **kw)
     )
+
+
+def test_loki_training_keeps_the_clone_frozen(family, clone, tmp_path):
+    path = _train_loki_smoke(family, clone, tmp_path, learner="random")
     p, cp = load_model(path), load_model(clone)
     assert json.loads(str(p["meta"]))["kind"] == "loki"
     for k in ("clone.trunk.0.weight", "clone.trunk.1.bias"):
@@ -203,16 +166,7 @@ def test_loki_anchored_at_gcc_trains_and_runs_anchored(family, clone, tmp_path):
     from loki.learned.controller import AnchoredController
     from loki.learned.models import controller_from_model
 
-    path = train_loki(
-        LokiArgs(
-            traces=[family],
-            clone=clone,
-            out=tmp_path,
-            warmup_steps=64,
-            anchor_gcc=True,
-            **PPO_SMOKE,
-        )
-    )
+    path = _train_loki_smoke(family, clone, tmp_path, anchor_gcc=True)
     assert json.loads(str(load_model(path)["meta"]))["anchor"] == "gcc"
     assert isinstance(controller_from_model(path), AnchoredController)
     assert "GCC's estimate x 2^" in (tmp_path / "card.md").read_text()
