@@ -166,10 +166,14 @@ def test_loki_anchored_at_gcc_trains_and_runs_anchored(family, clone, tmp_path):
     from loki.learned.controller import AnchoredController
     from loki.learned.models import controller_from_model
 
-    path = _train_loki_smoke(family, clone, tmp_path, anchor_gcc=True)
+    path = _train_loki_smoke(family, clone, tmp_path / "base", anchor_gcc=True)
     assert json.loads(str(load_model(path)["meta"]))["anchor"] == "gcc"
     assert isinstance(controller_from_model(path), AnchoredController)
-    assert "GCC's estimate x 2^" in (tmp_path / "card.md").read_text()
+    assert "GCC's estimate x 2^" in (tmp_path / "base" / "card.md").read_text()
+    # A fine-tune keeps the action's meaning without being told.
+    tuned = train_loki(LokiArgs(traces=[family], init=path, out=tmp_path / "ft", **PPO_SMOKE))
+    assert json.loads(str(load_model(tuned)["meta"]))["anchor"] == "gcc"
+    assert isinstance(controller_from_model(tuned), AnchoredController)
 
 
 def test_hybrid_trains(family, clone, tmp_path):

@@ -28,13 +28,13 @@ Read top to bottom:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusion.dual_weight import CLONE_GATE_BIAS, LEARNER_GATE_BIAS
 from loki.features import HISTORY, N_FEATURES
 from loki.learned.controller import ACTION_LOG2_RANGE, AnchoredController, RatioController
-from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED
+from loki.learned.models import MODEL_DIR, MODEL_FILE, REGISTERED, read_meta
 from loki.nn import load_model
 from loki.train.common import (
     Stopwatch,
@@ -106,6 +106,9 @@ def train(args: LokiArgs) -> Path:
         learner_params, learner_prefix = start, "learner.trunk"
         learner_from = f"the learner trunk, gates and head of {args.init} (a fine-tune)"
         clone_from = f"the clone trunk inside {args.init}"
+        # The action keeps its meaning: a model trained anchored goes on anchored.
+        if read_meta(start).get("anchor") == "gcc":
+            args = replace(args, anchor_gcc=True)
     else:
         clone = load_clone(args)
         learner_params, learner_prefix, learner_from = learner_init(args, clone)
