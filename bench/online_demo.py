@@ -17,7 +17,10 @@ never touched. Steps:
 3. A/B on the held-back traces: shipped vs finally deployed, and GCC; the same on a
    subsample of the original training families (nothing must break there).
 
-    .venv/bin/python -m bench.online_demo --out /tmp/online_demo
+    .venv/bin/python -m bench.online_demo --out /tmp/online_demo --stall-weight 16
+
+(the committed result, bench/results/online-demo/result.json; the stall weight 16 was chosen
+by the gate traces in session 7, see loki/LEARNING.md)
 """
 
 from __future__ import annotations
