@@ -49,7 +49,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loki.emu.encoder import EncoderCalibration, VideoEncoderModel
-from rtc.libvpx import Libvpx, load_libvpx
+from rtc.libvpx import (
+    CFG_OFFSETS,
+    CTX_BYTES,
+    IMG_BYTES,
+    VP8E_SET_CPUUSED,
+    VP8E_SET_NOISE_SENSITIVITY,
+    VP8E_SET_STATIC_THRESHOLD,
+    VP8E_SET_TOKEN_PARTITIONS,
+    VPX_CBR,
+    VPX_CODEC_CX_FRAME_PKT,
+    VPX_DL_REALTIME,
+    VPX_EFLAG_FORCE_KF,
+    VPX_FRAME_IS_KEY,
+    VPX_IMG_FMT_I420,
+    Libvpx,
+    load_libvpx,
+)
 
 FPS = 30
 FRAME_MS = 1000.0 / FPS
@@ -111,57 +127,6 @@ SMOOTH_FRAMES = 15
 SETTLE_BAND = 0.15
 FIT_BLOCK_FRAMES = 10
 TAU_GRID_MS = (33, 67, 100, 150, 200, 300, 450, 700, 1000, 1500, 2200, 3300)
-
-# libvpx API constants (vpx/vpx_encoder.h, vpx/vp8cx.h, vpx/vpx_image.h).
-VPX_IMG_FMT_I420 = 0x102
-VPX_CODEC_CX_FRAME_PKT = 0
-VPX_FRAME_IS_KEY = 0x1
-VPX_EFLAG_FORCE_KF = 0x1
-VPX_DL_REALTIME = 1
-VPX_CBR = 1
-VP8E_SET_CPUUSED = 13
-VP8E_SET_NOISE_SENSITIVITY = 15
-VP8E_SET_STATIC_THRESHOLD = 17
-VP8E_SET_TOKEN_PARTITIONS = 18
-#: Byte offsets of the vpx_codec_enc_cfg fields used (64-bit layout, checked at start-up
-#: against libvpx's own defaults).
-CFG_OFFSETS = {
-    "g_threads": 4,
-    "g_w": 12,
-    "g_h": 16,
-    "g_timebase_num": 28,
-    "g_timebase_den": 32,
-    "g_lag_in_frames": 44,
-    "rc_end_usage": 72,
-    "rc_target_bitrate": 112,
-    "rc_min_quantizer": 116,
-    "rc_max_quantizer": 120,
-    "rc_undershoot_pct": 124,
-    "rc_overshoot_pct": 128,
-    "rc_buf_sz": 132,
-    "rc_buf_initial_sz": 136,
-    "rc_buf_optimal_sz": 140,
-    "kf_max_dist": 168,
-}
-#: libvpx's VP8 defaults at those offsets, to prove the layout before trusting it.
-CFG_DEFAULTS = {
-    "g_w": 320,
-    "g_h": 240,
-    "g_timebase_num": 1,
-    "g_timebase_den": 30,
-    "rc_target_bitrate": 256,
-    "rc_min_quantizer": 4,
-    "rc_max_quantizer": 63,
-    "rc_undershoot_pct": 100,
-    "rc_overshoot_pct": 100,
-    "rc_buf_sz": 6000,
-    "rc_buf_initial_sz": 4000,
-    "rc_buf_optimal_sz": 5000,
-    "kf_max_dist": 128,
-}
-CFG_WORDS = 1024
-CTX_BYTES = 512
-IMG_BYTES = 512
 
 
 def log(msg: str) -> None:
