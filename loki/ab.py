@@ -144,27 +144,56 @@ def summarise_logs(log_dirs: list[Path], a: str, b: str) -> dict:
 
 
 def add_ab_parser(subparsers) -> argparse.ArgumentParser:
+    from loki.argtypes import number, positive_float, positive_int
+
+    tolerance = number(float, lambda v: 0.0 <= v < float("inf"), "a relative tolerance >= 0")
     p = subparsers.add_parser("ab", help="A/B gate: paired QoE of two models, with a verdict")
     p.add_argument("--a", required=True, help="deployed model (.npz or registry name)")
     p.add_argument("--b", required=True, help="candidate model (.npz or registry name)")
     p.add_argument("--traces", type=Path, nargs="+", required=True, metavar="DIR")
     p.add_argument("--logs", type=Path, nargs="+", metavar="DIR")
-    p.add_argument("--sample", type=int, help="at most N traces per folder (seeded)")
-    p.add_argument("--duration-s", type=float, help="session length (default 60 s)")
+    p.add_argument("--sample", type=positive_int, help="at most N traces per folder (seeded)")
+    p.add_argument("--duration-s", type=positive_float, help="session length (default 60 s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--ray-address")
-    p.add_argument("--tol-stall", type=float, default=TOL_STALL)
-    p.add_argument("--tol-bitrate", type=float, default=TOL_BITRATE)
+    p.add_argument("--tol-stall", type=tolerance, default=TOL_STALL)
+    p.add_argument("--tol-bitrate", type=tolerance, default=TOL_BITRATE)
     p.add_argument("--json", type=Path, help="write the full result here")
     p.set_defaults(func=cmd_ab)
     return p
 
 
+def _model_file(model: str) -> str:
+    """The file a model was loaded from (logs name their model by the file's hash)."""
+    if model.endswith(".npz"):
+        return model
+    from loki.learned.models import REGISTERED, model_path
+
+    if model not in REGISTERED:
+        raise ValueError(f"--logs matches sessions by model file: {model!r} is not a learned model")
+    return str(model_path(model))
+
+
 def cmd_ab(args: argparse.Namespace) -> int:
-    specs = ab_specs(args.traces, args.sample, args.seed, args.duration_s)
+    from loki.cli import CliError, _check_output_paths
+    from loki.train.rollout import check_controller
+    from traces.trace import TraceError
+
+    _check_output_paths(args.json)
+    try:
+        for flag, model in (("--a", args.a), ("--b", args.b)):
+            try:
+                check_controller(model)
+            except ValueError as e:
+                raise ValueError(f"{flag}: {e}") from e
+        if args.logs:
+            args.a, args.b = _model_file(args.a), _model_file(args.b)
+        specs = ab_specs(args.traces, args.sample, args.seed, args.duration_s)
+    except (TraceError, ValueError, OSError) as e:
+        raise CliError(str(e)) from e
     if not specs:
-        raise SystemExit("loki ab: no traces found")
+        raise CliError(f"no traces under {', '.join(map(str, args.traces))}")
     rows_a, rows_b = run_pairs(specs, args.a, args.b, args.workers, args.ray_address)
     res = compare(
         rows_a, rows_b, seed=args.seed, tol_stall=args.tol_stall, tol_bitrate=args.tol_bitrate

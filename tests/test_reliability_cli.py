@@ -243,3 +243,61 @@ def test_a_path_change_reaches_a_controlled_session(capsys: pytest.CaptureFixtur
     assert main([*argv, "--path-change", "8:4:960"]) == 0
     changed = json.loads(capsys.readouterr().out)
     assert changed["frame_delay_p95_ms"] > plain["frame_delay_p95_ms"] + 500
+
+
+@pytest.fixture
+def ab_workdir(workdir: Path) -> Path:
+    (workdir / "broken").mkdir()
+    (workdir / "broken" / "bad.mahi").write_bytes(b"5\n3\n")
+    (workdir / "nothing-here").mkdir()
+    (workdir / "fine").mkdir()
+    (workdir / "fine" / "const.mahi").write_text("\n".join(str(t) for t in range(1, 1001)))
+    (workdir / "corrupt.npz").write_bytes(b"not a model")
+    return workdir
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--a", "nope", "--b", "loki", "--traces", "fine"], "--a: unknown controller 'nope'"),
+        (["--a", "loki", "--b", "missing.npz", "--traces", "fine"], "no such model file"),
+        (["--a", "loki", "--b", "corrupt.npz", "--traces", "fine"], "not a usable model"),
+        (["--a", "gcc", "--b", "loki", "--traces", "missing"], "no such trace file or folder"),
+        (["--a", "gcc", "--b", "loki", "--traces", "broken"], "bad.mahi"),
+        (["--a", "gcc", "--b", "loki", "--traces", "nothing-here"], "no trace files"),
+        (["--a", "gcc", "--b", "loki", "--traces", "fine", "--sample", "0"], "--sample"),
+        (["--a", "gcc", "--b", "loki", "--traces", "fine", "--workers", "-1"], "--workers"),
+        (["--a", "gcc", "--b", "loki", "--traces", "fine", "--tol-stall", "x"], "--tol-stall"),
+        (["--a", "gcc", "--b", "loki", "--traces", "fine", "--json", "a-folder"], "is a folder"),
+        (["--a", "gcc", "--b", "loki", "--traces", "fine", "--logs", "fine"], "'gcc' is not"),
+    ],
+)
+def test_ab_refuses_bad_input_before_running(
+    args: list[str], expect: str, ab_workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_refused(["ab", *args], ab_workdir, capsys, expect)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--traces", "fine", "--controllers", "gcc,nope"], "unknown controller 'nope'"),
+        (["--traces", "fine", "--controllers", "missing.npz"], "no such model file"),
+        (["--traces", "missing"], "no such trace file or folder"),
+        (["--traces", "broken"], "bad.mahi"),
+        (["--traces", "nothing-here"], "no trace files"),
+        (["--traces", "fine", "--sample", "0"], "--sample"),
+    ],
+)
+def test_evaluate_refuses_bad_input_before_running(
+    args: list[str], expect: str, ab_workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loki.train.evaluate import main as evaluate_main
+
+    before = _files(ab_workdir)
+    with pytest.raises(SystemExit) as e:
+        evaluate_main([*args, "--out", "evaluation"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and expect in err.splitlines()[-1], err
+    assert _files(ab_workdir) == before, "a refused evaluation must write nothing"

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from loki.argtypes import positive_int
 from loki.train.data import EpisodeSpec, cached_trace
 from loki.train.parallel import Executor
-from loki.train.rollout import run_session
+from loki.train.rollout import check_controller, run_session
 from traces.load import find_traces
+from traces.trace import TraceError
 
 WINDOWS = 4
 DURATION_S = 60.0
@@ -154,16 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, required=True, help="a family folder")
     p.add_argument("--controllers", default="gcc,gcc-clone,rl,hybrid,loki")
-    p.add_argument("--sample", type=int, help="at most N traces of the family (seeded)")
+    p.add_argument("--sample", type=positive_int, help="at most N traces of the family (seeded)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--ray-address")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
     if "gcc" not in controllers:
         controllers.insert(0, "gcc")
-    specs = specs_for(args.traces, args.sample, args.seed)
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file; give a folder")
+    try:
+        for c in controllers:
+            check_controller(c)
+        specs = specs_for(args.traces, args.sample, args.seed)
+    except (TraceError, ValueError, OSError) as e:
+        p.error(str(e))
+    if not specs:
+        p.error(f"no traces under {args.traces}")
     # Sessions already in the output folder are kept (a later run adds controllers).
     done = _read_sessions(args.out / "sessions.csv")
     have = {_key(r) for r in done}

@@ -7,6 +7,8 @@ the path of an exported model (``out/loki/model.npz``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from loki.api import Controller
@@ -27,6 +29,29 @@ def build_controller(controller: str, trace: Trace | None = None) -> Controller:
     from loki.controllers import make_controller
 
     return make_controller(controller, trace=trace)
+
+
+def check_controller(controller: str) -> None:
+    """Raises ValueError, naming the problem, when ``controller`` cannot be built.
+
+    Why: sessions build their controller in a worker; checked up front, a typo in a name or a
+    model path fails in a second with one line, not minutes later as a worker's traceback.
+    """
+    if controller.endswith(MODEL_SUFFIX):
+        if not Path(controller).is_file():
+            raise ValueError(f"no such model file: {controller}")
+        from loki.learned.models import controller_from_model
+
+        try:
+            controller_from_model(controller)
+        except Exception as e:  # a corrupt or foreign .npz: what failed is the message
+            raise ValueError(f"{controller} is not a usable model: {e}") from e
+        return
+    if controller == "oracle":
+        return  # it reads the session's trace: its name is all there is to check
+    from loki.controllers import make_controller
+
+    make_controller(controller)
 
 
 def mean_abs_log2_change(rates_bps: list[int] | np.ndarray) -> float:
