@@ -160,6 +160,18 @@ def test_refuses_empty_and_missing_folders(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
+def test_refuses_a_malformed_trace_before_any_session(tmp_path: Path, capsys) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    (traces / "good.mahi").write_text("\n".join(str(t) for t in range(1, 1001)) + "\n")
+    (traces / "bad.mahi").write_text("1\n2\n7\n5\n")
+    out = tmp_path / "out"
+    assert main(["--traces", str(traces), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.mahi: line 4" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_refuses_sweep_with_explicit_delays(trace_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="--sweep"):
         runner.run(options(trace_dir, tmp_path, sweep=True, delays_ms=[10]), echo=quiet)

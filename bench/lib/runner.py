@@ -119,6 +119,20 @@ def discover_traces(dirs: Sequence[Path]) -> dict[str, list[Path]]:
     return by_family
 
 
+def check_traces(by_family: dict[str, list[Path]]) -> None:
+    """Load every trace once before any session runs: a malformed one is one error naming its
+    file and line, not a failed session per controller after minutes of work."""
+    from traces.load import load_trace
+    from traces.trace import TraceError
+
+    for paths in by_family.values():
+        for p in paths:
+            try:
+                load_trace(p)
+            except (TraceError, OSError) as e:
+                raise BenchError(f"--traces: {e}") from None
+
+
 def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark described by ``opts``; returns the results that went to results.json."""
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
@@ -127,6 +141,7 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
     by_family = subsample_per_family(
         discover_traces(opts.traces), opts.max_traces_per_family, opts.seed
     )
+    check_traces(by_family)
     tasks = make_tasks(opts.controllers, by_family, links, opts.duration_s, opts.seed)
     if opts.ray_address is not None:
         _import_ray()  # fail before any work if Ray is missing
