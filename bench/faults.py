@@ -412,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     names, skipped = constructible(wanted)
+    if args.controllers and skipped:
+        # Named on purpose: a typo or a missing model is an error, not a shorter table.
+        p.error("; ".join(f"{name}: {why}" for name, why in skipped.items()))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     rows = run_all(names, faults, range(args.seeds), args.queue_packets)

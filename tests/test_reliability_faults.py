@@ -148,3 +148,12 @@ def test_learned_recovers_no_slower_than_gcc(name: str, fault: str) -> None:
     assert ref.recover_s is not None
     assert ours.recover_s is not None, f"{name} never recovers after {fault}; gcc: {ref.recover_s}"
     assert ours.recover_s <= ref.recover_s + RECOVERY_SLACK_S, (name, ours, ref)
+
+
+def test_the_script_refuses_a_named_controller_it_cannot_build(capsys) -> None:
+    from bench.faults import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--controllers", "gcc,nope", "--seeds", "1"])
+    assert e.value.code == 2
+    assert "unknown controller 'nope'" in capsys.readouterr().err

@@ -43,6 +43,21 @@ def test_bad_training_options_are_refused_before_training(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("model", ["clone", "rl", "loki", "hybrid"])
+def test_a_malformed_training_trace_is_refused_before_anything_is_written(
+    model: str, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    traces = tmp_path / "family"
+    traces.mkdir()
+    (traces / "good.mahi").write_text("\n".join(str(t) for t in range(1, 1001)) + "\n")
+    (traces / "bad.mahi").write_text("1\n2\n7\n5\n")
+    argv = ["train", model, "--traces", str(traces), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.mahi: line 4" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_reward_weights_from_the_command_line_replace_only_what_is_given() -> None:
     default = Reward()
     assert reward_from_args(Namespace(stall_weight=None, change_weight=None)) == default

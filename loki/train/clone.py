@@ -230,9 +230,9 @@ def train(args: CloneArgs) -> Path:
     clock = Stopwatch()
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
-    out = out_dir(args, NAME)
     paths = training_trace_paths(args.traces)
     fit_paths, val_paths = split_by_trace(paths, rng, args.val_share)
+    out = out_dir(args, NAME)  # after the inputs are read: a bad one leaves nothing behind
     if args.synthetic:
         # A sanity family more than a sample of the world: fitted on and checked on.
         synthetic = write_synthetic_family(out)

@@ -38,7 +38,11 @@ def default_training_dirs() -> list[Path]:
 
 
 def training_trace_paths(dirs: list[Path] | None = None) -> list[str]:
-    """Trace files under ``dirs`` (default: the four training families), never the held-out."""
+    """Trace files under ``dirs`` (default: the four training families), never the held-out.
+
+    Each is loaded once here (they are cached for the episodes): a malformed trace stops the
+    run before anything is written, with its file and line, not in an episode minutes later.
+    """
     paths: list[str] = []
     for d in dirs or default_training_dirs():
         for p in find_traces(d):
@@ -47,6 +51,7 @@ def training_trace_paths(dirs: list[Path] | None = None) -> list[str]:
                     f"{p} belongs to the held-out family {HELD_OUT_FAMILY}; it is for evaluation "
                     f"only"
                 )
+            cached_trace(str(p))
             paths.append(str(p))
     if not paths:
         raise ValueError("no training traces found")

@@ -63,11 +63,11 @@ def train(args: HybridArgs) -> Path:
     clock = Stopwatch()
     seed_everything(args.seed)
     set_torch_threads()
-    out = out_dir(args, NAME)
     clone = load_clone(args)
     mean = np.concatenate([clone["obs_mean"], EXTRA_MEAN])
     std = np.concatenate([clone["obs_std"], EXTRA_STD])
     fit_paths, val_paths = split_traces(args)
+    out = out_dir(args, NAME)  # after the inputs are read: a bad one leaves nothing behind
 
     env = make_envs(args, fit_paths, HybridController)
     model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))

@@ -113,9 +113,9 @@ def train(args: LokiArgs) -> Path:
         clone = load_clone(args)
         learner_params, learner_prefix, learner_from = learner_init(args, clone)
         clone_from = display_path(clone_path(args))
+    fit_paths, val_paths = split_traces(args)
     out = out_dir(args, NAME)  # after the inputs are read: a bad one leaves nothing behind
     mean, std = clone["obs_mean"], clone["obs_std"]
-    fit_paths, val_paths = split_traces(args)
 
     controller_cls = AnchoredController if args.anchor_gcc else RatioController
     env = make_envs(args, fit_paths, controller_cls)

@@ -62,12 +62,12 @@ def train(args: RlArgs) -> Path:
     clock = Stopwatch()
     seed_everything(args.seed)
     set_torch_threads()
-    # A fine-tune keeps the normaliser the model was trained with. (Read before the output
-    # folder exists: a bad --init leaves nothing behind.)
+    # A fine-tune keeps the normaliser the model was trained with. (The inputs are read before
+    # the output folder exists: a bad --init or trace leaves nothing behind.)
     start = init_model(args, "rl") if args.init is not None else load_clone(args)
+    fit_paths, val_paths = split_traces(args)
     out = out_dir(args, NAME)
     mean, std = start["obs_mean"], start["obs_std"]
-    fit_paths, val_paths = split_traces(args)
 
     env = make_envs(args, fit_paths, RatioController)
     model = new_ppo(NormalizedMlpPolicy, env, args, mlp_policy_kwargs(mean, std, args.log_std_init))
