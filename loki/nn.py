@@ -22,8 +22,17 @@ MIN_STD = 1e-3
 
 
 def load_model(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """All arrays of an exported model, as float32 (numbers) or as stored (strings)."""
-    with np.load(path, allow_pickle=False) as z:
+    """All arrays of an exported model, as float32 (numbers) or as stored (strings).
+
+    A file that is not an ``.npz`` archive raises ValueError naming it (numpy's own message
+    speaks of pickles, which a model never holds)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{path} is not a model file (an .npz archive)") from e
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not a model file (an .npz archive of named arrays)")
+    with z:
         out: dict[str, np.ndarray] = {}
         for k in z.files:
             a = z[k]

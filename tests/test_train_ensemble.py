@@ -94,3 +94,13 @@ def test_cli_names_a_missing_member_and_writes_nothing(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "o" / "model.npz").is_file()
+
+
+def test_a_file_that_is_not_a_model_is_named_in_one_line(tmp_path) -> None:
+    text = tmp_path / "notes.npz"
+    text.write_text("not an archive")
+    array = tmp_path / "array.npy"
+    np.save(array, np.zeros(3))
+    for path in (text, array):
+        with pytest.raises(ValueError, match=r"is not a model file \(an \.npz archive"):
+            load_model(path)

@@ -45,7 +45,8 @@ def check_controller(controller: str) -> None:
         try:
             controller_from_model(controller)
         except Exception as e:  # a corrupt or foreign .npz: what failed is the message
-            raise ValueError(f"{controller} is not a usable model: {e}") from e
+            why = str(e) if controller in str(e) else f"{controller}: {e}"
+            raise ValueError(f"not a usable model: {why}") from e
         return
     if controller == "oracle":
         return  # it reads the session's trace: its name is all there is to check
