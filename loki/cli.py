@@ -135,7 +135,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         row = {"controller": name, "trace": trace.name, **res.qoe.to_dict()}
         rows.append(row)
         if args.timeline:
-            _write_timeline(Path(str(args.timeline).replace("{controller}", name)), res.timeline)
+            # A model path names a controller too: its slashes must not make folders.
+            label = name.replace("/", "_").replace("\\", "_").lstrip("_")
+            _write_timeline(Path(str(args.timeline).replace("{controller}", label)), res.timeline)
     if args.plot:
         from loki.plots import plot_sessions
 

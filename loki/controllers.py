@@ -2,7 +2,9 @@
 
 Swapping a controller anywhere is ``make_controller(name, ...)``. ``fixed:KBPS`` is a constant
 rate (for tests and link calibration); ``oracle`` reads the trace's future capacity and is a
-reference, not something a sender can ship.
+reference, not something a sender can ship; ``gcc-scaled:FACTOR`` sends FACTOR x GCC's estimate
+(GCC's own bitrate-for-stall curve, the yardstick a learned controller has to beat: moving
+along it is a choice of operating point, not a better estimator).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from loki.api import Controller, ControllerConfig, TransportFeedback
+from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
 #: How far ahead the oracle looks, and the share of capacity it targets.
@@ -62,6 +64,46 @@ class OracleController(Controller):
         self._rate_bps = self._rate_at(at_us // 1000)
 
 
+class ScaledGccController(Controller):
+    """GCC decides on every input; the target is ``factor`` x its estimate.
+
+    GCC is not told: it measures the scaled stream, so its acknowledged rate (and with it the
+    ceiling of its own increases) follows the factor, as it would behind a sender that applies
+    one. The pacer's probes stay GCC's.
+    """
+
+    name = "gcc-scaled"
+
+    def __init__(self, factor: float, config: ControllerConfig | None = None) -> None:
+        from gcc.goog_cc_network_control import GoogCcNetworkController
+
+        super().__init__(config)
+        if not 0 < factor < float("inf"):
+            raise ValueError(f"gcc-scaled needs a factor > 0, got {factor}")
+        self.factor = factor
+        self.gcc = GoogCcNetworkController(self.config)
+
+    @property
+    def target_bps(self) -> int:
+        return self.config.clamp(self.gcc.target_bps * self.factor)
+
+    def on_feedback(self, report: TransportFeedback) -> int:
+        self.gcc.on_feedback(report)
+        return self.target_bps
+
+    def on_rtt(self, rtt_us: int, at_us: int) -> None:
+        self.gcc.on_rtt(rtt_us, at_us)
+
+    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
+        self.gcc.on_loss_report(packets_lost, packets_expected, at_us)
+
+    def on_process_interval(self, at_us: int) -> None:
+        self.gcc.on_process_interval(at_us)
+
+    def pop_probe_clusters(self) -> list[ProbeCluster]:
+        return self.gcc.pop_probe_clusters()
+
+
 def _make_gcc(config: ControllerConfig, trace: Trace | None) -> Controller:
     from gcc.goog_cc_network_control import GoogCcNetworkController
 
@@ -87,9 +129,18 @@ def register_controller(name: str, factory: Factory) -> None:
     _FACTORIES[name] = factory
 
 
+#: Names that take a value after the colon (not listed by :func:`controller_names`, which
+#: gives the names a loop over "every controller" can build as they are, except ``fixed:KBPS``).
+PARAMETRIC_NAMES = ("fixed:KBPS", "gcc-scaled:FACTOR")
+
+
 def controller_names() -> list[str]:
     _load_learned()
     return [*sorted(_FACTORIES), "fixed:KBPS"]
+
+
+def _known() -> str:
+    return ", ".join([*controller_names(), *PARAMETRIC_NAMES[1:]])
 
 
 def _load_learned() -> None:
@@ -98,10 +149,30 @@ def _load_learned() -> None:
         import loki.learned  # noqa: F401
 
 
+#: A name ending so is the path of an exported model (``loki train`` writes ``model.npz``).
+MODEL_SUFFIX = ".npz"
+
+
+def _from_model_file(path: str, config: ControllerConfig) -> Controller:
+    """A learned controller from an exported model; every failure is a ValueError naming it."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ValueError(f"no such model file: {path}")
+    from loki.learned.models import controller_from_model
+
+    try:
+        return controller_from_model(path, config)
+    except Exception as e:  # a corrupt or foreign .npz: what failed is the message
+        why = str(e) if path in str(e) else f"{path}: {e}"
+        raise ValueError(f"not a usable model: {why}") from e
+
+
 def make_controller(
     name: str, config: ControllerConfig | None = None, *, trace: Trace | None = None
 ) -> Controller:
-    """Build a fresh controller; raises ValueError naming the known controllers."""
+    """Build a fresh controller by registry name or model path; raises ValueError naming the
+    known controllers (or what is wrong with the model file)."""
     config = config or ControllerConfig()
     if name.startswith("fixed:"):
         try:
@@ -113,8 +184,18 @@ def make_controller(
         if not kbps > 0:
             raise ValueError(f"fixed controller rate must be > 0 kbps, got {name!r}")
         return FixedRateController(int(kbps * 1000), config)
+    if name.startswith("gcc-scaled:"):
+        try:
+            factor = float(name.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(
+                f"gcc-scaled needs a factor: 'gcc-scaled:0.85', got {name!r}"
+            ) from None
+        return ScaledGccController(factor, config)
+    if name.endswith(MODEL_SUFFIX):
+        return _from_model_file(name, config)
     if name not in _FACTORIES:
         _load_learned()
     if name not in _FACTORIES:
-        raise ValueError(f"unknown controller {name!r}; known: {', '.join(controller_names())}")
+        raise ValueError(f"unknown controller {name!r}; known: {_known()}")
     return _FACTORIES[name](config, trace)

@@ -7,8 +7,6 @@ the path of an exported model (``out/loki/model.npz``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from loki.api import Controller
@@ -16,16 +14,10 @@ from loki.emu.session import Session, SessionConfig
 from loki.train.data import EpisodeSpec
 from traces.trace import Trace
 
-MODEL_SUFFIX = ".npz"
-
 
 def build_controller(controller: str, trace: Trace | None = None) -> Controller:
     """A fresh controller; ``trace`` is the uplink the session runs on (only ``oracle``
     reads it: it is the reference that knows future capacity, not a shippable controller)."""
-    if controller.endswith(MODEL_SUFFIX):
-        from loki.learned.models import controller_from_model
-
-        return controller_from_model(controller)
     from loki.controllers import make_controller
 
     return make_controller(controller, trace=trace)
@@ -37,17 +29,6 @@ def check_controller(controller: str) -> None:
     Why: sessions build their controller in a worker; checked up front, a typo in a name or a
     model path fails in a second with one line, not minutes later as a worker's traceback.
     """
-    if controller.endswith(MODEL_SUFFIX):
-        if not Path(controller).is_file():
-            raise ValueError(f"no such model file: {controller}")
-        from loki.learned.models import controller_from_model
-
-        try:
-            controller_from_model(controller)
-        except Exception as e:  # a corrupt or foreign .npz: what failed is the message
-            why = str(e) if controller in str(e) else f"{controller}: {e}"
-            raise ValueError(f"not a usable model: {why}") from e
-        return
     if controller == "oracle":
         return  # it reads the session's trace: its name is all there is to check
     from loki.controllers import make_controller
