@@ -125,6 +125,44 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
     return out
 
 
+#: ``--gcc-curve`` adds GCC scaled by these factors (``gcc-scaled:FACTOR``): its own
+#: bitrate-for-stall curve, from 0.7x to 1.15x (beyond, GCC's stall grows several times faster
+#: than its bitrate on the training families; loki/LEARNING.md, session 8).
+CURVE_FACTORS = (0.7, 0.85, 0.93, 1.07, 1.15)
+CURVE_PREFIX = "gcc-scaled:"
+
+
+def curve_positions(summary: dict, baseline: str = "gcc") -> dict[str, dict]:
+    """Each controller's mean stall against GCC's curve at the controller's own bitrate.
+
+    The curve is the ``gcc-scaled:*`` rows of ``summary`` and the baseline itself, as relative
+    changes against the baseline, joined linearly. Why: a controller that trades bitrate for
+    stall may only be moving along GCC's curve; it beats GCC where its stall is below the
+    curve's at equal bitrate. Controllers outside the curve's bitrate range get no position
+    (extrapolating the curve would be a guess).
+    """
+    key_b, key_s = f"vs_{baseline}_bitrate", f"vs_{baseline}_stall_mean"
+    points = sorted(
+        [(0.0, 0.0)]
+        + [(v[key_b][0], v[key_s][0]) for c, v in summary.items() if c.startswith(CURVE_PREFIX)]
+    )
+    if len(points) < 2:
+        return {}
+    xs = np.array([p[0] for p in points])
+    ys = np.array([p[1] for p in points])
+    out = {}
+    for c, v in summary.items():
+        if c == baseline or c.startswith(CURVE_PREFIX):
+            continue
+        b, st = v[key_b][0], v[key_s][0]
+        if not xs[0] <= b <= xs[-1]:
+            out[c] = {"bitrate": b, "stall": st, "curve_stall": None, "below_curve": None}
+            continue
+        curve = float(np.interp(b, xs, ys))
+        out[c] = {"bitrate": b, "stall": st, "curve_stall": curve, "below_curve": st - curve}
+    return out
+
+
 def _spec_key(spec: EpisodeSpec, controller: str) -> tuple:
     return (spec.trace_path, spec.offset_ms, spec.delay_ms, spec.loss, controller)
 
@@ -161,10 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--ray-address")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--gcc-curve",
+        action="store_true",
+        help="also run GCC x " + "/".join(f"{f:g}" for f in CURVE_FACTORS) + " (gcc-scaled) and "
+        "place every controller against that curve: its stall vs the curve's at equal bitrate",
+    )
     args = p.parse_args(argv)
     controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
     if "gcc" not in controllers:
         controllers.insert(0, "gcc")
+    if args.gcc_curve:
+        controllers += [f"{CURVE_PREFIX}{f:g}" for f in CURVE_FACTORS]
+        controllers = list(dict.fromkeys(controllers))
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} is a file; give a folder")
     try:
@@ -192,10 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     summary = summarise(rows, controllers)
+    positions = curve_positions(summary)
+    if positions:
+        summary["gcc_curve"] = positions
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for c, s in summary.items():
+    width = max(10, *(len(c) for c in controllers))
+    for c in controllers:
+        s = summary[c]
         line = (
-            f"{c:>10}: {s['bitrate_kbps']:7.0f} kbps  stall {s['stall_mean']:.4f} "
+            f"{c:>{width}}: {s['bitrate_kbps']:7.0f} kbps  stall {s['stall_mean']:.4f} "
             f"p95 {s['stall_p95']:.4f}  fd95 {s['frame_delay_p95_ms']:6.0f} ms  "
             f"|dlog2| {s['change_log2']:.4f}  fallbacks {s['fallbacks']}/{s['decisions']}"
         )
@@ -206,6 +258,16 @@ def main(argv: list[str] | None = None) -> int:
                 if k.startswith("vs_gcc_")
             )
         print(line)
+    if positions:
+        print("\nmean stall vs GCC's curve at equal bitrate (negative: better than GCC there):")
+        for c, pos in positions.items():
+            if pos["curve_stall"] is None:
+                print(f"{c:>{width}}: bitrate {pos['bitrate']:+.1%} is outside the curve's range")
+                continue
+            print(
+                f"{c:>{width}}: bitrate {pos['bitrate']:+.1%}, stall {pos['stall']:+.1%} vs the "
+                f"curve's {pos['curve_stall']:+.1%}: {100 * pos['below_curve']:+.1f} points"
+            )
     return 0
 
 

@@ -1,0 +1,68 @@
+"""``python -m loki.train.evaluate``'s placement of controllers against GCC's own curve."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loki.train.evaluate import CURVE_FACTORS, CURVE_PREFIX, curve_positions, main
+
+
+def rel(bitrate: float, stall: float) -> dict:
+    return {"vs_gcc_bitrate": (bitrate, 0.0, 0.0), "vs_gcc_stall_mean": (stall, 0.0, 0.0)}
+
+
+def test_a_controller_is_placed_against_the_curve_at_its_own_bitrate() -> None:
+    summary = {
+        "gcc": {},
+        "gcc-scaled:0.8": rel(-0.20, -0.10),
+        "gcc-scaled:1.2": rel(0.40, 0.30),
+        "better": rel(0.20, 0.05),  # the curve gives +0.15 at +0.20
+        "worse": rel(-0.10, 0.00),  # the curve gives -0.05 at -0.10
+        "beyond": rel(0.60, 0.10),
+    }
+    pos = curve_positions(summary)
+    assert set(pos) == {"better", "worse", "beyond"}
+    assert pos["better"]["curve_stall"] == pytest.approx(0.15)
+    assert pos["better"]["below_curve"] == pytest.approx(-0.10)
+    assert pos["worse"]["curve_stall"] == pytest.approx(-0.05)
+    assert pos["worse"]["below_curve"] == pytest.approx(0.05)
+    assert pos["beyond"]["curve_stall"] is None and pos["beyond"]["below_curve"] is None
+
+
+def test_without_scaled_gcc_there_is_no_curve() -> None:
+    assert curve_positions({"gcc": {}, "loki": rel(0.1, 0.1)}) == {}
+
+
+def test_the_curve_factors_are_controllers_that_build() -> None:
+    from loki.controllers import make_controller
+
+    for f in CURVE_FACTORS:
+        assert make_controller(f"{CURVE_PREFIX}{f:g}").factor == f
+
+
+def test_gcc_curve_runs_and_reports_the_placement(tmp_path, capsys) -> None:
+    traces = tmp_path / "family"
+    traces.mkdir()
+    (traces / "const.mahi").write_text("\n".join(str(t) for t in range(1, 301)) + "\n")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "--traces",
+                str(traces),
+                "--controllers",
+                "gcc,fixed:2000",
+                "--gcc-curve",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "mean stall vs GCC's curve at equal bitrate" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["gcc_curve"]) == {"fixed:2000"}
+    assert {f"{CURVE_PREFIX}{f:g}" for f in CURVE_FACTORS} <= set(summary)
