@@ -166,9 +166,11 @@ def add_ab_parser(subparsers) -> argparse.ArgumentParser:
 
 def _model_file(model: str) -> str:
     """The file a model was loaded from (logs name their model by the file's hash)."""
-    if model.endswith(".npz"):
-        return model
+    from loki.controllers import MODEL_SUFFIX
     from loki.learned.models import REGISTERED, model_path
+
+    if model.endswith(MODEL_SUFFIX):
+        return model
 
     if model not in REGISTERED:
         raise ValueError(f"--logs matches sessions by model file: {model!r} is not a learned model")
