@@ -2,9 +2,10 @@
 
 Swapping a controller anywhere is ``make_controller(name, ...)``. ``fixed:KBPS`` is a constant
 rate (for tests and link calibration); ``oracle`` reads the trace's future capacity and is a
-reference, not something a sender can ship; ``gcc-scaled:FACTOR`` sends FACTOR x GCC's estimate
-(GCC's own bitrate-for-stall curve, the yardstick a learned controller has to beat: moving
-along it is a choice of operating point, not a better estimator).
+reference, not something a sender can ship; ``scaled:FACTOR:NAME`` sends FACTOR x what the
+controller NAME asks for (at a few factors, that controller's own bitrate-for-stall curve: the
+yardstick another controller has to beat, since moving along a curve is a choice of operating
+point, not a better estimator).
 """
 
 from __future__ import annotations
@@ -64,44 +65,49 @@ class OracleController(Controller):
         self._rate_bps = self._rate_at(at_us // 1000)
 
 
-class ScaledGccController(Controller):
-    """GCC decides on every input; the target is ``factor`` x its estimate.
+class ScaledController(Controller):
+    """Another controller decides on every input; the target is ``factor`` x its target.
 
-    GCC is not told: it measures the scaled stream, so its acknowledged rate (and with it the
-    ceiling of its own increases) follows the factor, as it would behind a sender that applies
-    one. The pacer's probes stay GCC's.
+    The inner controller is not told: it measures the scaled stream (GCC's acknowledged rate,
+    a network's received-rate features), as it would behind a sender that applies a factor.
+    Probes stay the inner controller's. ``scaled:FACTOR:gcc`` at a few factors is GCC's own
+    bitrate-for-stall curve, and ``scaled:FACTOR:loki`` the shipped model's: an update or a
+    new model beats them only where it sits below those curves.
     """
 
-    name = "gcc-scaled"
+    name = "scaled"
 
-    def __init__(self, factor: float, config: ControllerConfig | None = None) -> None:
-        from gcc.goog_cc_network_control import GoogCcNetworkController
-
+    def __init__(self, inner: Controller, factor: float, config: ControllerConfig | None = None):
         super().__init__(config)
         if not 0 < factor < float("inf"):
-            raise ValueError(f"gcc-scaled needs a factor > 0, got {factor}")
+            raise ValueError(f"scaled needs a factor > 0, got {factor}")
         self.factor = factor
-        self.gcc = GoogCcNetworkController(self.config)
+        self.inner = inner
 
     @property
     def target_bps(self) -> int:
-        return self.config.clamp(self.gcc.target_bps * self.factor)
+        return self.config.clamp(self.inner.target_bps * self.factor)
+
+    @property
+    def fallbacks(self) -> int:
+        """The inner controller's guard fallbacks (0 for one without a guard)."""
+        return int(getattr(self.inner, "fallbacks", 0))
 
     def on_feedback(self, report: TransportFeedback) -> int:
-        self.gcc.on_feedback(report)
+        self.inner.on_feedback(report)
         return self.target_bps
 
     def on_rtt(self, rtt_us: int, at_us: int) -> None:
-        self.gcc.on_rtt(rtt_us, at_us)
+        self.inner.on_rtt(rtt_us, at_us)
 
     def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
-        self.gcc.on_loss_report(packets_lost, packets_expected, at_us)
+        self.inner.on_loss_report(packets_lost, packets_expected, at_us)
 
     def on_process_interval(self, at_us: int) -> None:
-        self.gcc.on_process_interval(at_us)
+        self.inner.on_process_interval(at_us)
 
     def pop_probe_clusters(self) -> list[ProbeCluster]:
-        return self.gcc.pop_probe_clusters()
+        return self.inner.pop_probe_clusters()
 
 
 def _make_gcc(config: ControllerConfig, trace: Trace | None) -> Controller:
@@ -135,9 +141,9 @@ def controller_names() -> list[str]:
 
 
 def _known() -> str:
-    # gcc-scaled:FACTOR is a reference curve, not a controller of its own: loops over
+    # scaled:FACTOR:NAME is a reference curve, not a controller of its own: loops over
     # controller_names() (the fault and fuzz suites) leave it out; error messages offer it.
-    return ", ".join([*controller_names(), "gcc-scaled:FACTOR"])
+    return ", ".join([*controller_names(), "scaled:FACTOR:NAME"])
 
 
 def _load_learned() -> None:
@@ -181,14 +187,18 @@ def make_controller(
         if not kbps > 0:
             raise ValueError(f"fixed controller rate must be > 0 kbps, got {name!r}")
         return FixedRateController(int(kbps * 1000), config)
-    if name.startswith("gcc-scaled:"):
+    if name.startswith("scaled:"):
+        parts = name.split(":", 2)
         try:
-            factor = float(name.split(":", 1)[1])
-        except ValueError:
+            factor = float(parts[1])
+            inner_name = parts[2]
+        except (ValueError, IndexError):
             raise ValueError(
-                f"gcc-scaled needs a factor: 'gcc-scaled:0.85', got {name!r}"
+                f"scaled needs a factor and a controller: 'scaled:0.85:gcc', got {name!r}"
             ) from None
-        return ScaledGccController(factor, config)
+        if not 0 < factor < float("inf"):
+            raise ValueError(f"scaled needs a factor > 0, got {name!r}")
+        return ScaledController(make_controller(inner_name, config, trace=trace), factor, config)
     if name.endswith(MODEL_SUFFIX):
         return _from_model_file(name, config)
     if name not in _FACTORIES:

@@ -1,10 +1,10 @@
-"""The controller registry's reference controllers: ``gcc-scaled:FACTOR`` and its refusals."""
+"""The controller registry's reference controllers: ``scaled:FACTOR:NAME`` and its refusals."""
 
 from __future__ import annotations
 
 import pytest
 
-from loki.controllers import ScaledGccController, make_controller
+from loki.controllers import ScaledController, make_controller
 from loki.emu.session import LinkConfig, Session, SessionConfig
 from traces.generators import steps
 
@@ -18,15 +18,15 @@ def run(name: str):
 
 def test_factor_one_is_gcc_to_the_last_decision() -> None:
     _, gcc = run("gcc")
-    _, same = run("gcc-scaled:1")
+    _, same = run("scaled:1:gcc")
     assert same.decisions == gcc.decisions
     assert same.qoe.to_dict() == gcc.qoe.to_dict()
 
 
 def test_the_target_is_the_factor_times_the_gcc_it_runs() -> None:
-    ctl, res = run("gcc-scaled:0.8")
-    assert isinstance(ctl, ScaledGccController)
-    assert ctl.target_bps == ctl.config.clamp(0.8 * ctl.gcc.target_bps)
+    ctl, res = run("scaled:0.8:gcc")
+    assert isinstance(ctl, ScaledController)
+    assert ctl.target_bps == ctl.config.clamp(0.8 * ctl.inner.target_bps)
     _, gcc = run("gcc")
     # GCC measures the scaled stream, so the factor is not all of the difference, but it sends less.
     assert res.qoe.bitrate_kbps < 0.95 * gcc.qoe.bitrate_kbps
@@ -35,16 +35,18 @@ def test_the_target_is_the_factor_times_the_gcc_it_runs() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("gcc-scaled:x", "gcc-scaled needs a factor"),
-        ("gcc-scaled:", "gcc-scaled needs a factor"),
-        ("gcc-scaled:0", "factor > 0"),
-        ("gcc-scaled:-1", "factor > 0"),
-        ("gcc-scaled:nan", "factor > 0"),
-        ("gcc-scaled:inf", "factor > 0"),
-        ("gcc-scaledd", "gcc-scaled:FACTOR"),
+        ("scaled:x:gcc", "scaled needs a factor and a controller"),
+        ("scaled:0.8", "scaled needs a factor and a controller"),
+        ("scaled:", "scaled needs a factor and a controller"),
+        ("scaled:0:gcc", "factor > 0"),
+        ("scaled:-1:gcc", "factor > 0"),
+        ("scaled:nan:gcc", "factor > 0"),
+        ("scaled:inf:gcc", "factor > 0"),
+        ("scaled:0.8:nope", "unknown controller 'nope'"),
+        ("gcc-scaled", "scaled:FACTOR:NAME"),
     ],
 )
-def test_bad_factors_are_refused_with_what_is_wanted(name: str, message: str) -> None:
+def test_bad_scaled_names_are_refused_with_what_is_wanted(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_controller(name)
 
@@ -72,3 +74,12 @@ def test_emulate_names_a_model_path_timeline_without_making_folders(tmp_path, mo
     assert main([*argv, f"gcc,{model}", "--timeline", "{controller}.csv", "--json"]) == 0
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["gcc.csv", model.replace("/", "_").lstrip("_") + ".csv"]
+
+
+def test_any_controller_can_be_scaled_and_keeps_its_guard_counts() -> None:
+    ctl, _ = run("scaled:0.9:loki")
+    assert isinstance(ctl, ScaledController) and ctl.inner.name == "loki"
+    assert ctl.target_bps == ctl.config.clamp(0.9 * ctl.inner.target_bps)
+    assert ctl.fallbacks == ctl.inner.fallbacks
+    oracle = make_controller("scaled:0.5:oracle", trace=steps([(1_000, 2e6)]))
+    assert oracle.target_bps == oracle.config.clamp(0.5 * oracle.inner.target_bps)

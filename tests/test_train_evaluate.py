@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loki.train.evaluate import CURVE_FACTORS, CURVE_PREFIX, curve_positions, main
+from loki.train.evaluate import CURVE_FACTORS, curve_name, curve_positions, main
 
 
 def rel(bitrate: float, stall: float) -> dict:
@@ -16,14 +16,15 @@ def rel(bitrate: float, stall: float) -> dict:
 def test_a_controller_is_placed_against_the_curve_at_its_own_bitrate() -> None:
     summary = {
         "gcc": {},
-        "gcc-scaled:0.8": rel(-0.20, -0.10),
-        "gcc-scaled:1.2": rel(0.40, 0.30),
+        "scaled:0.8:gcc": rel(-0.20, -0.10),
+        "scaled:1.2:gcc": rel(0.40, 0.30),
+        "scaled:0.9:loki": rel(-0.10, -0.20),  # a point of another curve: placed, not used
         "better": rel(0.20, 0.05),  # the curve gives +0.15 at +0.20
         "worse": rel(-0.10, 0.00),  # the curve gives -0.05 at -0.10
         "beyond": rel(0.60, 0.10),
     }
     pos = curve_positions(summary)
-    assert set(pos) == {"better", "worse", "beyond"}
+    assert set(pos) == {"better", "worse", "beyond", "scaled:0.9:loki"}
     assert pos["better"]["curve_stall"] == pytest.approx(0.15)
     assert pos["better"]["below_curve"] == pytest.approx(-0.10)
     assert pos["worse"]["curve_stall"] == pytest.approx(-0.05)
@@ -39,7 +40,7 @@ def test_the_curve_factors_are_controllers_that_build() -> None:
     from loki.controllers import make_controller
 
     for f in CURVE_FACTORS:
-        assert make_controller(f"{CURVE_PREFIX}{f:g}").factor == f
+        assert make_controller(curve_name(f)).factor == f
 
 
 def test_gcc_curve_runs_and_reports_the_placement(tmp_path, capsys) -> None:
@@ -65,4 +66,4 @@ def test_gcc_curve_runs_and_reports_the_placement(tmp_path, capsys) -> None:
     assert "mean stall vs GCC's curve at equal bitrate" in text
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["gcc_curve"]) == {"fixed:2000"}
-    assert {f"{CURVE_PREFIX}{f:g}" for f in CURVE_FACTORS} <= set(summary)
+    assert {curve_name(f) for f in CURVE_FACTORS} <= set(summary)

@@ -125,26 +125,35 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
     return out
 
 
-#: ``--gcc-curve`` adds GCC scaled by these factors (``gcc-scaled:FACTOR``): its own
+#: ``--gcc-curve`` adds GCC scaled by these factors (``scaled:FACTOR:gcc``): its own
 #: bitrate-for-stall curve, from 0.7x to 1.15x (beyond, GCC's stall grows several times faster
 #: than its bitrate on the training families; loki/LEARNING.md, session 8).
 CURVE_FACTORS = (0.7, 0.85, 0.93, 1.07, 1.15)
-CURVE_PREFIX = "gcc-scaled:"
+
+
+def curve_name(factor: float, baseline: str = "gcc") -> str:
+    return f"scaled:{factor:g}:{baseline}"
+
+
+def _on_curve(name: str, baseline: str) -> bool:
+    """Whether ``name`` is ``scaled:FACTOR:<baseline>``, a point of the baseline's curve."""
+    parts = name.split(":", 2)
+    return len(parts) == 3 and parts[0] == "scaled" and parts[2] == baseline
 
 
 def curve_positions(summary: dict, baseline: str = "gcc") -> dict[str, dict]:
     """Each controller's mean stall against GCC's curve at the controller's own bitrate.
 
-    The curve is the ``gcc-scaled:*`` rows of ``summary`` and the baseline itself, as relative
-    changes against the baseline, joined linearly. Why: a controller that trades bitrate for
-    stall may only be moving along GCC's curve; it beats GCC where its stall is below the
-    curve's at equal bitrate. Controllers outside the curve's bitrate range get no position
-    (extrapolating the curve would be a guess).
+    The curve is the ``scaled:*:<baseline>`` rows of ``summary`` and the baseline itself, as
+    relative changes against the baseline, joined linearly. Why: a controller that trades
+    bitrate for stall may only be moving along GCC's curve; it beats GCC where its stall is
+    below the curve's at equal bitrate. Controllers outside the curve's bitrate range get no
+    position (extrapolating the curve would be a guess).
     """
     key_b, key_s = f"vs_{baseline}_bitrate", f"vs_{baseline}_stall_mean"
     points = sorted(
         [(0.0, 0.0)]
-        + [(v[key_b][0], v[key_s][0]) for c, v in summary.items() if c.startswith(CURVE_PREFIX)]
+        + [(v[key_b][0], v[key_s][0]) for c, v in summary.items() if _on_curve(c, baseline)]
     )
     if len(points) < 2:
         return {}
@@ -152,7 +161,7 @@ def curve_positions(summary: dict, baseline: str = "gcc") -> dict[str, dict]:
     ys = np.array([p[1] for p in points])
     out = {}
     for c, v in summary.items():
-        if c == baseline or c.startswith(CURVE_PREFIX):
+        if c == baseline or _on_curve(c, baseline):
             continue
         b, st = v[key_b][0], v[key_s][0]
         if not xs[0] <= b <= xs[-1]:
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--gcc-curve",
         action="store_true",
-        help="also run GCC x " + "/".join(f"{f:g}" for f in CURVE_FACTORS) + " (gcc-scaled) and "
+        help="also run GCC x " + "/".join(f"{f:g}" for f in CURVE_FACTORS) + " (scaled:F:gcc) and "
         "place every controller against that curve: its stall vs the curve's at equal bitrate",
     )
     args = p.parse_args(argv)
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if "gcc" not in controllers:
         controllers.insert(0, "gcc")
     if args.gcc_curve:
-        controllers += [f"{CURVE_PREFIX}{f:g}" for f in CURVE_FACTORS]
+        controllers += [curve_name(f) for f in CURVE_FACTORS]
         controllers = list(dict.fromkeys(controllers))
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} is a file; give a folder")
