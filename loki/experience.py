@@ -302,16 +302,19 @@ class LoggingController(Controller):
         self.name = inner.name  # type: ignore[misc]
         self.writer = writer
         self.truth_probe = None
-        self._learned = isinstance(inner, LearnedController)
+        # A model with a stall-risk layer wraps its learned controller: the decisions, the
+        # observation and the policy are the learned one's; the target is the wrapper's.
+        self._core = getattr(inner, "learned", inner)
+        self._learned = isinstance(self._core, LearnedController)
         self._noisy: _NoisyPolicy | None = None
         self._fusion: FusionPolicy | None = None
-        if self._learned and inner.policy is not None:
-            base = inner.policy
+        if self._learned and self._core.policy is not None:
+            base = self._core.policy
             self._fusion = base if isinstance(base, FusionPolicy) else None
             self._noisy = _NoisyPolicy(
                 base, explore_std, seed, fused if self._fusion is not None else None
             )
-            inner.policy = self._noisy
+            self._core.policy = self._noisy
 
     @property
     def target_bps(self) -> int:
@@ -333,16 +336,17 @@ class LoggingController(Controller):
         inner = self.inner
         if not self._learned:
             return inner.on_feedback(report)
-        before = inner.decisions
-        fallbacks = inner.fallbacks
+        core = self._core
+        before = core.decisions
+        fallbacks = core.fallbacks
         target = inner.on_feedback(report)
-        if inner.decisions != before:
-            self._log(report.feedback_time_us, inner.fallbacks != fallbacks)
+        if core.decisions != before:
+            self._log(report.feedback_time_us, core.fallbacks != fallbacks)
         return target
 
     def _log(self, at_us: int, fell_back: bool) -> None:
         inner = self.inner
-        obs = inner.obs
+        obs = self._core.obs
         base = len(obs) - N_FEATURES
         noisy = self._noisy
         nan = math.nan

@@ -29,6 +29,8 @@ from loki.learned.controller import (
 from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.policies import FusionPolicy, MlpPolicy
+from loki.learned.stall_risk import PARAM_KEYS as RISK_KEYS
+from loki.learned.stall_risk import RiskAdjustedController, StallRisk
 from loki.nn import Normalizer, load_model
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -51,6 +53,8 @@ class LoadedModel:
     guard_low: np.ndarray | None
     guard_high: np.ndarray | None
     meta: dict
+    #: The stall-risk layer of an online update (``loki train online --method risk``), if any.
+    risk: StallRisk | None = None
 
 
 def read_meta(params: dict[str, np.ndarray]) -> dict:
@@ -77,6 +81,12 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
         policy = FusionPolicy(params, norm)
     else:
         raise ValueError(f"{path}: unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    risk = None
+    if "risk" in meta:
+        missing = [k for k in RISK_KEYS if k not in params]
+        if missing:
+            raise ValueError(f"{path}: its meta names a stall-risk layer but lacks {missing}")
+        risk = StallRisk(params, meta["risk"]["k"], meta["risk"]["mean_risk"])
     return LoadedModel(
         kind=kind,
         policy=policy,
@@ -84,6 +94,7 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
         guard_low=params.get(GUARD_LOW_KEY),
         guard_high=params.get(GUARD_HIGH_KEY),
         meta=meta,
+        risk=risk,
     )
 
 
@@ -93,8 +104,9 @@ def controller_from_model(
     *,
     name: str = "",
     fault_floor: bool = True,
-) -> LearnedController:
-    """A fresh controller running the model in ``path``, with GCC's floor through faults.
+) -> LearnedController | RiskAdjustedController:
+    """A fresh controller running the model in ``path``, with GCC's floor through faults (and,
+    for a model updated with ``--method risk``, its stall-risk layer around it).
 
     ``fault_floor=False`` runs the network alone (to measure what the floor changes).
     """
@@ -118,6 +130,8 @@ def controller_from_model(
         fault_floor=FaultFloor() if fault_floor else None,
     )
     ctl.name = name or m.kind  # type: ignore[misc]
+    if m.risk is not None:
+        return RiskAdjustedController(ctl, m.risk)  # type: ignore[return-value]
     return ctl
 
 

@@ -243,10 +243,110 @@ def train_online(
     return figures
 
 
+#: ``--method risk``: the factor's strength, 2 ** (-k (p - mean p)) (the gate's pick in the
+#: demonstration, bench/online_demo.py, among 1, 2, 4 and 8).
+RISK_K = 4.0
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    s = scores[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    pos = labels.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: float = RISK_K) -> dict:
+    """Fit the stall-risk layer (loki/learned/stall_risk.py) on the logs under ``logs`` and
+    write ``model`` with it as ``out``. The network's weights are not touched; a layer the
+    model already has is replaced (refitted on these logs)."""
+    from loki.experience import file_sha256, find_logs, read_log
+    from loki.learned.models import KINDS, read_meta
+    from loki.learned.stall_risk import HORIZON_DECISIONS, StallRisk, fit_risk, risk_rows
+    from loki.nn import load_model
+
+    if not 0 <= k < float("inf"):
+        raise ValueError(f"--risk-k must be a number >= 0, got {k}")
+    params = load_model(model)
+    meta = read_meta(params)
+    if meta.get("kind") not in KINDS:
+        raise ValueError(f"{model}: not a learned model (kind {meta.get('kind')!r})")
+    paths = find_logs(list(logs))
+    if not paths:
+        raise ValueError(f"no experience logs under {', '.join(map(str, logs))}")
+    xs, ys, live = [], [], 0
+    for p in paths:
+        recs = read_log(p).records
+        live += int(not np.all(np.isfinite(recs["frozen_share"])))
+        x, y = risk_rows(recs)
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if x.shape[1:] != params.get("obs_mean", x[:1]).shape:
+        raise ValueError(f"{model}: the logs' observations do not fit this model's inputs")
+    layer = fit_risk(x, y)
+    probe = StallRisk(layer, k, 0.5)
+    risk = np.array([probe.probability(o) for o in x.astype(np.float64)])
+    figures = {
+        "method": "risk",
+        "logs": len(paths),
+        "live_logs": live,
+        "decisions": len(y),
+        "horizon_decisions": HORIZON_DECISIONS,
+        "freeze_share": float(y.mean()),
+        "auc_in_sample": _auc(risk, y),
+        "k": float(k),
+        "mean_risk": float(risk.mean()),
+    }
+    from_hash = file_sha256(model)
+    new = {key: v for key, v in params.items() if not key.startswith("risk.")}
+    new.update(layer)
+    meta = {
+        **{key: v for key, v in meta.items() if key != "risk"},
+        "risk": {"k": float(k), "mean_risk": figures["mean_risk"]},
+        "online": {"from": str(model), "from_sha256": from_hash, **figures},
+    }
+    new["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    out_file = out if out.suffix == ".npz" else out / "model.npz"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out_file, **new)
+    (out_file.parent / "card.md").write_text(
+        f"# {meta['kind']}, with a stall-risk layer fitted on logged sessions\n\n"
+        f"From `{model}` (sha256 {from_hash[:12]}), {len(paths)} logs; the network's weights "
+        "are unchanged; its target is scaled by 2^(-k (p - mean p)) within [0.5, 1.5], p the "
+        "predicted risk of a freeze within the next two seconds (loki/learned/stall_risk.py)."
+        f"\n\n```json\n{json.dumps(figures, indent=1)}\n```\n"
+    )
+    figures["out"] = str(out_file)
+    return figures
+
+
 def add_online_arguments(p) -> None:
     """Arguments of ``loki train online`` (wired by loki/train/cli.py)."""
     p.add_argument("--logs", type=Path, nargs="+", metavar="DIR", help="experience log folders")
     p.add_argument("--from", dest="from_model", type=Path, help="the deployed loki model.npz")
+    p.add_argument(
+        "--method",
+        choices=("awr", "risk"),
+        default="awr",
+        help="awr: advantage-weighted regression on the fusion gates and head; risk: fit a "
+        "stall-risk layer that scales the model's target (the network is not changed)",
+    )
+    p.add_argument(
+        "--risk-k",
+        type=float,
+        default=RISK_K,
+        help=f"risk: the factor's strength (default {RISK_K:g})",
+    )
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument(
         "--stall-weight", type=float, help="reward's stall weight (default: the training reward's)"
@@ -264,6 +364,10 @@ def cmd_train_online(args) -> int:
 
     if not args.logs or not args.from_model or not args.out:
         raise SystemExit("loki train online needs --logs DIR..., --from MODEL and --out MODEL")
+    if getattr(args, "method", "awr") == "risk":
+        figures = train_online_risk(args.logs, args.from_model, args.out, k=args.risk_k)
+        print(json.dumps(figures, indent=1))
+        return 0
     figures = train_online(
         args.logs,
         args.from_model,
