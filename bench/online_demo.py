@@ -9,19 +9,24 @@ never touched. Steps:
    the A/B gate judges a candidate on during deployment) and held-back traces (the final
    report only), from disjoint generator seeds;
 2. for each round: run the deployed model with exploration noise on sessions of the
-   collection traces, logging every decision (loki.experience); ``train_online`` on *every*
-   log gathered so far (AWR is off-policy: older sessions stay useful, and more data steadies
-   a small update), starting from the deployed model; the gate A/Bs the candidate against the
+   collection traces, logging every decision (loki.experience); update from *every* log
+   gathered so far, starting from the deployed model; the gate A/Bs the candidate against the
    deployed model on the gate traces, and only an accepted candidate is deployed (a held or
-   refused one is dropped; the next round starts again from the deployed one);
+   refused one is dropped; the next round starts again from the deployed one). The update is
+   ``--method risk`` (default since session 8): the stall-risk layer
+   (loki/learned/stall_risk.py) fitted on the logs, one candidate per strength in
+   ``--risk-ks``, the gate's best accepted one going on; or ``--method awr``: advantage-
+   weighted regression on the fusion gates and head (``--stall-weight`` sets its reward);
 3. A/B on the held-back traces: shipped vs finally deployed, and GCC; the same on a
    subsample of the original training families (nothing must break there).
 
-    .venv/bin/python -m bench.online_demo --out /tmp/online_demo --stall-weight 16
+    .venv/bin/python -m bench.online_demo --out /tmp/online_demo
+    .venv/bin/python -m bench.online_demo --out /tmp/online_demo_awr --method awr --stall-weight 16
 
-(the committed result, bench/results/online-demo/result.json, about 4 minutes on 2 cores; the
-stall weight 16 was chosen by the gate traces in session 7, and the gate and held-back sets
-have 48 traces each since session 8, see loki/LEARNING.md)
+(the committed results: bench/results/online-demo/result.json, the first, about 15 minutes on
+2 cores; result-awr.json, the second, about 4 minutes. The stall weight 16 was chosen by the
+gate traces in session 7; the gate and held-back sets have 48 traces each since session 8;
+see loki/LEARNING.md)
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from loki.ab import ab_specs, compare, run_pairs
+from loki.ab import TOL_BITRATE, TOL_STALL, ab_specs, compare, run_pairs
 from loki.experience import LOG_SUFFIX, log_emulated_session
 from loki.learned.models import model_path
 from loki.train.data import LinkRanges, default_training_dirs, draw_spec
 from loki.train.env import Reward
-from loki.train.online import train_online
+from loki.train.online import train_online, train_online_risk
 from loki.train.parallel import Executor
 from traces.generators import LinkState, markov_modulated
 from traces.mahimahi import write_mahimahi
@@ -114,6 +119,43 @@ def collect_round(
         ex.map(log_emulated_session, jobs)
 
 
+def gate_figures(res: dict) -> dict:
+    """What a round keeps of the gate's A/B: verdict, reasons, QoS and the point changes."""
+    return {
+        "verdict": res["verdict"],
+        "reasons": res["reasons"],
+        "qos": res["qos"],
+        **{k: v["estimate"] for k, v in res["changes"].items()},
+    }
+
+
+def risk_round(
+    log_dirs: list[Path],
+    current: str,
+    folder: Path,
+    ks: list[float],
+    gate_specs: list,
+    workers: int,
+    seed: int,
+    tols: dict,
+) -> tuple[dict, Path]:
+    """One round of ``--method risk``: the stall-risk layer fitted on every log so far, one
+    candidate per strength k, each A/B'd against the deployed model on the gate traces; the
+    round's candidate is the accepted one with the best QoS (or, if none is accepted, the best
+    QoS, which the loop then does not deploy)."""
+    tried = []
+    for k in ks:
+        path = folder / f"k{k:g}/model.npz"
+        fig = train_online_risk(log_dirs, Path(current), path, k=k)
+        rows_a, rows_b = run_pairs(gate_specs, current, str(path), workers)
+        fig["gate"] = gate_figures(compare(rows_a, rows_b, seed=seed, **tols))
+        tried.append((fig, path))
+    accepted = [t for t in tried if t[0]["gate"]["verdict"] == "accept"]
+    fig, path = max(accepted or tried, key=lambda t: t[0]["gate"]["qos"]["b"])
+    fig = {**fig, "tried": [{"k": f["k"], "gate": f["gate"]} for f, _ in tried]}
+    return fig, path
+
+
 def summary_row(rows: list[dict]) -> dict:
     s = np.array([r["stall_rate"] for r in rows])
     return {
@@ -147,8 +189,37 @@ def main(argv: list[str] | None = None) -> int:
         help="exploration noise of the logged sessions, log2 rate per decision (default: about "
         "the shipped loki's own at the end of its training, 0.018)",
     )
+    p.add_argument(
+        "--method",
+        choices=("awr", "risk"),
+        default="risk",
+        help="the update (loki train online --method): risk (default since session 8) or awr",
+    )
+    p.add_argument(
+        "--risk-ks",
+        default="1,2,4,8",
+        help="risk: the factor strengths tried each round; the gate picks among them",
+    )
+    p.add_argument(
+        "--tol-bitrate",
+        type=float,
+        default=TOL_BITRATE,
+        help="the gate's bitrate tolerance (0: refuse any candidate that sends less)",
+    )
+    p.add_argument(
+        "--tol-stall", type=float, default=TOL_STALL, help="the gate's p95 stall tolerance"
+    )
     args = p.parse_args(argv)
     out = args.out
+    if not (0 <= args.tol_bitrate < 1 and 0 <= args.tol_stall < float("inf")):
+        p.error("--tol-bitrate must be in [0, 1) and --tol-stall >= 0")
+    tols = {"tol_bitrate": args.tol_bitrate, "tol_stall": args.tol_stall}
+    try:
+        risk_ks = [float(k) for k in args.risk_ks.split(",") if k.strip()]
+    except ValueError:
+        p.error(f"--risk-ks: expected numbers like 1,2,4,8, got {args.risk_ks!r}")
+    if not risk_ks or any(not 0 <= k < float("inf") for k in risk_ks):
+        p.error(f"--risk-ks: expected numbers >= 0, got {args.risk_ks!r}")
     for flag, n in (("--gate-traces", args.gate_traces), ("--heldout-traces", args.heldout_traces)):
         if n < 1:
             p.error(f"{flag} must be at least 1, got {n}")
@@ -173,28 +244,34 @@ def main(argv: list[str] | None = None) -> int:
             args.explore_std,
         )
         log_dirs.append(logs)
-        new = out / f"models/round{r}/model.npz"
-        fig = train_online(
-            log_dirs,
-            Path(current),
-            new,
-            seed=args.seed + r,
-            epochs=args.epochs,
-            reward=Reward(stall=args.stall_weight),
-        )
-        rows_a, rows_b = run_pairs(gate_specs, current, str(new), args.workers)
-        gate_res = compare(rows_a, rows_b, seed=args.seed + r)
-        fig["gate"] = {
-            "verdict": gate_res["verdict"],
-            "reasons": gate_res["reasons"],
-            "qos": gate_res["qos"],
-            **{k: v["estimate"] for k, v in gate_res["changes"].items()},
-        }
+        if args.method == "risk":
+            fig, new = risk_round(
+                log_dirs,
+                current,
+                out / f"models/round{r}",
+                risk_ks,
+                gate_specs,
+                args.workers,
+                args.seed + r,
+                tols,
+            )
+        else:
+            new = out / f"models/round{r}/model.npz"
+            fig = train_online(
+                log_dirs,
+                Path(current),
+                new,
+                seed=args.seed + r,
+                epochs=args.epochs,
+                reward=Reward(stall=args.stall_weight),
+            )
+            rows_a, rows_b = run_pairs(gate_specs, current, str(new), args.workers)
+            fig["gate"] = gate_figures(compare(rows_a, rows_b, seed=args.seed + r, **tols))
         rounds.append(fig)
         print(f"round {r}: gate {json.dumps(fig['gate'])}")
-        if gate_res["verdict"] == "accept":
+        if fig["gate"]["verdict"] == "accept":
             current = str(new)
-    result: dict = {"rounds": rounds, "updated": current}
+    result: dict = {"method": args.method, **tols, "rounds": rounds, "updated": current}
     for label, dirs, sample in (
         ("new_family_heldout", [held], args.heldout_sample),
         ("training_families", default_training_dirs(), args.train_sample),
@@ -205,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             from loki.train.rollout import run_session
 
             rows_g = ex.map(run_session, [(s, "gcc") for s in specs])
-        res = compare(rows_a, rows_b, seed=args.seed)
+        res = compare(rows_a, rows_b, seed=args.seed, **tols)
         res["table"] = {
             "gcc": summary_row(rows_g),
             "shipped": summary_row(rows_a),

@@ -1,0 +1,180 @@
+"""The stall-risk layer (loki/learned/stall_risk.py) and ``loki train online --method risk``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from loki.cli import main
+from loki.controllers import make_controller
+from loki.emu.session import LinkConfig, Session, SessionConfig
+from loki.experience import log_emulated_session, read_log, record_dtype
+from loki.learned.controller import LearnedController
+from loki.learned.models import controller_from_model, model_path, read_meta
+from loki.learned.stall_risk import (
+    MAX_FACTOR,
+    MIN_FACTOR,
+    PARAM_KEYS,
+    PROXY_DELAY_100MS,
+    RiskAdjustedController,
+    StallRisk,
+    fit_risk,
+    risk_rows,
+)
+from loki.nn import load_model
+from loki.train.data import EpisodeSpec
+from loki.train.online import _auc, train_online_risk
+from traces.generators import markov_modulated
+from traces.load import load_trace
+from traces.mahimahi import write_mahimahi
+
+LOKI = model_path("loki")
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("risk") / "mm.up"
+    write_mahimahi(markov_modulated(30_000, seed=4), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def logs(trace, tmp_path_factory):
+    d = tmp_path_factory.mktemp("risklogs")
+    for k in range(3):
+        spec = EpisodeSpec(str(trace), 1000 * k, 30, 100, 0.0, 20.0, seed=k)
+        log_emulated_session((spec, str(LOKI), str(d / f"{k}.explog"), 0.02, k))
+    return d
+
+
+@pytest.fixture(scope="module")
+def risk_model(logs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("riskmodel") / "model.npz"
+    figures = train_online_risk([logs], LOKI, out, k=4.0)
+    return out, figures
+
+
+def link_of(path) -> LinkConfig:
+    return LinkConfig(load_trace(path), delay_ms=30, queue_packets=100)
+
+
+def records(frozen, qdelay=None):
+    r = np.zeros(len(frozen), dtype=record_dtype(3, 0))
+    r["frozen_share"] = frozen
+    r["queue_delay_100ms"] = 0.0 if qdelay is None else qdelay
+    r["obs"] = np.arange(len(frozen))[:, None]
+    return r
+
+
+def test_a_decision_is_risky_when_a_freeze_follows_within_the_horizon() -> None:
+    x, y = risk_rows(records([0, 0, 0, 0.3, 0, 0, 0, 0]), horizon=2)
+    # Decisions 0..5 have a full future; the freeze at 3 is within (k, k + 2] for k = 1, 2.
+    assert y.tolist() == [False, True, True, False, False, False]
+    assert x[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_live_log_uses_the_queueing_delay_as_the_freeze_proxy() -> None:
+    live = records([np.nan] * 6, qdelay=[0, 0, PROXY_DELAY_100MS + 1, 0, 0, 0])
+    _, y = risk_rows(live, horizon=2)
+    assert y.tolist() == [True, True, False, False]
+
+
+def test_the_fit_recovers_a_logistic_rule() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 3)) * [1.0, 5.0, 0.1] + [0.0, 10.0, 0.0]
+    z = 2.0 * x[:, 0] - 0.4 * (x[:, 1] - 10.0) - 1.0
+    y = rng.random(len(z)) < 1.0 / (1.0 + np.exp(-z))
+    layer = fit_risk(x, y)
+    risk = StallRisk(layer, 1.0, 0.5)
+    p = np.array([risk.probability(row) for row in x])
+    # The fitted probability follows the generating one (weights in raw units come back).
+    truth = 1.0 / (1.0 + np.exp(-z))
+    assert np.corrcoef(p, truth)[0, 1] > 0.99
+    w_raw = layer["risk.weight"] / layer["risk.std"]
+    np.testing.assert_allclose(w_raw[:2], [2.0, -0.4], rtol=0.1)
+    with pytest.raises(ValueError, match="both followed and not followed"):
+        fit_risk(x, np.zeros(len(x), bool))
+
+
+def test_the_factor_is_one_at_the_mean_risk_and_bounded() -> None:
+    layer = {
+        "risk.mean": np.zeros(2, np.float32),
+        "risk.std": np.ones(2, np.float32),
+        "risk.weight": np.array([1.0, 0.0], np.float32),
+        "risk.bias": np.array([0.0], np.float32),
+    }
+    risk = StallRisk(layer, 4.0, 0.5)
+    assert risk.factor(np.array([0.0, 3.0])) == pytest.approx(1.0)  # p = 0.5 = mean
+    assert risk.factor(np.array([2.0, 0.0])) < 1.0 < risk.factor(np.array([-2.0, 0.0]))
+    assert risk.factor(np.array([100.0, 0.0])) == MIN_FACTOR
+    assert StallRisk(layer, 40.0, 0.5).factor(np.array([-100.0, 0.0])) == MAX_FACTOR
+    assert risk.factor(np.array([np.nan, 0.0])) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        StallRisk(layer, -1.0, 0.5)
+
+
+def test_the_update_writes_the_layer_and_leaves_the_network(risk_model) -> None:
+    path, figures = risk_model
+    params, base = load_model(path), load_model(LOKI)
+    assert set(PARAM_KEYS) <= set(params)
+    for key, value in base.items():
+        if key != "meta":
+            np.testing.assert_array_equal(params[key], value)
+    meta = read_meta(params)
+    assert meta["risk"] == {"k": 4.0, "mean_risk": figures["mean_risk"]}
+    assert meta["online"]["method"] == "risk" and figures["logs"] == 3
+    assert 0 < figures["freeze_share"] < 1 and figures["auc_in_sample"] > 0.5
+    assert (path.parent / "card.md").is_file()
+
+
+def test_a_model_with_the_layer_scales_its_network(risk_model, trace) -> None:
+    path, _ = risk_model
+    ctl = controller_from_model(path)
+    assert isinstance(ctl, RiskAdjustedController)
+    assert isinstance(ctl.learned, LearnedController)
+    Session(ctl, link_of(trace), SessionConfig(duration_s=20.0)).run()
+    assert ctl.target_bps == ctl.config.clamp(ctl.learned.target_bps * ctl.risk_factor)
+    assert ctl.risk_factor == pytest.approx(ctl.risk.factor(ctl.learned.obs))
+    assert ctl.decisions == ctl.learned.decisions > 100
+    assert make_controller(str(path)).__class__ is RiskAdjustedController
+
+
+def test_with_k_zero_the_layer_changes_nothing(logs, trace, tmp_path) -> None:
+    out = tmp_path / "k0.npz"
+    train_online_risk([logs], LOKI, out, k=0.0)
+    runs = [
+        Session(controller_from_model(m), link_of(trace), SessionConfig(duration_s=20.0)).run()
+        for m in (out, LOKI)
+    ]
+    assert runs[0].decisions == runs[1].decisions
+
+
+def test_sessions_of_a_model_with_the_layer_are_logged(risk_model, trace, tmp_path) -> None:
+    path, _ = risk_model
+    spec = EpisodeSpec(str(trace), 0, 30, 100, 0.0, 10.0, seed=1)
+    log = tmp_path / "s.explog"
+    log_emulated_session((spec, str(path), str(log), 0.0, 1))
+    recs = read_log(log).records
+    assert recs.size > 50 and np.isfinite(recs["frozen_share"]).all()
+
+
+def test_the_command_line_and_its_refusals(logs, tmp_path, capsys) -> None:
+    out = tmp_path / "m"
+    argv = ["train", "online", "--method", "risk", "--risk-k", "2", "--logs", str(logs)]
+    assert main([*argv, "--from", str(LOKI), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["k"] == 2.0 and (out / "model.npz").is_file()
+    assert main([*argv, "--from", str(LOKI), "--out", str(tmp_path / "x"), "--risk-k", "-1"]) == 2
+    assert "--risk-k" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = ["train", "online", "--method", "risk", "--logs", str(empty), "--from", str(LOKI)]
+    assert main([*bad, "--out", str(tmp_path / "y")]) == 2
+    assert "no experience logs" in capsys.readouterr().err
+
+
+def test_auc_counts_ties_half() -> None:
+    assert _auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert _auc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
