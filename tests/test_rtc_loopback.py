@@ -33,8 +33,13 @@ def step_session(tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_target_follows_the_capacity_step(step_session) -> None:  # type: ignore[no-untyped-def]
     d = np.array(step_session.decisions, dtype=float)
     before = d[(d[:, 0] > 2.0) & (d[:, 0] < STEP_S), 1]
-    after = d[d[:, 0] > STEP_S + 3.0, 1]
-    assert before.size and after.size
+    # The sender logs a target when it changes: GCC holding its rate through the last seconds
+    # logs nothing there (a fresh-clone run in session 8 held from 7.9 s to the end), so the
+    # target after the step is the one in force at each 0.1 s from STEP_S + 3 s to the end.
+    times = np.arange(STEP_S + 3.0, 10.0, 0.1)
+    in_force = np.searchsorted(d[:, 0], times, side="right") - 1
+    assert before.size and in_force.min() >= 0
+    after = d[in_force, 1]
     # What a failure needs to be read (one fresh-clone run in session 4 stayed near 0.6 Mbps:
     # the initial probe did not lift GCC; it did not recur in 10 runs, two of them with both
     # cores busy).
