@@ -134,9 +134,8 @@ def test_cli_wiring(logs, tmp_path, capsys):
     p.add_argument("--out", type=Path)
     add_online_arguments(p)
     out = tmp_path / "cli" / "model.npz"
-    args = p.parse_args(
-        ["online", "--logs", str(logs), "--from", str(LOKI), "--out", str(out), "--epochs", "1"]
-    )
+    argv = ["online", "--method", "awr", "--logs", str(logs), "--from", str(LOKI)]
+    args = p.parse_args([*argv, "--out", str(out), "--epochs", "1"])
     assert cmd_train_online(args) == 0
     assert out.is_file() and '"decisions"' in capsys.readouterr().out
     with pytest.raises(SystemExit, match="needs --logs"):

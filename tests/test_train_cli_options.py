@@ -11,6 +11,8 @@ from loki.cli import main
 from loki.train.cli import reward_from_args
 from loki.train.env import Reward
 
+ONLINE_IO = ("--logs", "l", "--from", "m.npz")
+
 
 @pytest.mark.parametrize(
     ("argv", "message"),
@@ -29,8 +31,12 @@ from loki.train.env import Reward
         (["train", "rl", "--init", "no-such-model.npz"], "no model file"),
         (["train", "loki", "--init", "no-such-model.npz"], "no model file"),
         (
-            ["train", "online", "--change-weight", "-1", "--logs", "l", "--from", "m.npz"],
+            [*("train", "online", "--method", "awr"), "--change-weight", "-1", *ONLINE_IO],
             "--change-weight must be",
+        ),
+        (
+            ["train", "online", "--change-weight", "0.1", *ONLINE_IO],
+            "--change-weight: for --method awr",
         ),
     ],
 )

@@ -337,9 +337,9 @@ def add_online_arguments(p) -> None:
     p.add_argument(
         "--method",
         choices=("awr", "risk"),
-        default="awr",
-        help="awr: advantage-weighted regression on the fusion gates and head; risk: fit a "
-        "stall-risk layer that scales the model's target (the network is not changed)",
+        default="risk",
+        help="risk (default): fit a stall-risk layer that scales the model's target (the "
+        "network is not changed); awr: advantage-weighted regression on the fusion gates and head",
     )
     p.add_argument(
         "--risk-k",
@@ -364,7 +364,17 @@ def cmd_train_online(args) -> int:
 
     if not args.logs or not args.from_model or not args.out:
         raise SystemExit("loki train online needs --logs DIR..., --from MODEL and --out MODEL")
-    if getattr(args, "method", "awr") == "risk":
+    if getattr(args, "method", "risk") == "risk":
+        awr_only = [
+            flag
+            for flag, value in (
+                ("--stall-weight", getattr(args, "stall_weight", None)),
+                ("--change-weight", getattr(args, "change_weight", None)),
+            )
+            if value is not None
+        ]
+        if awr_only:
+            raise ValueError(f"{', '.join(awr_only)}: for --method awr (the reward of its update)")
         figures = train_online_risk(args.logs, args.from_model, args.out, k=args.risk_k)
         print(json.dumps(figures, indent=1))
         return 0
