@@ -120,6 +120,11 @@ class StallRisk:
             return self.mean_risk  # a non-finite input says nothing: no change of rate
         return 1.0 / (1.0 + np.exp(-min(max(z, -60.0), 60.0)))
 
+    def probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """:meth:`probability` of each row of ``obs`` (the update's figures, all at once)."""
+        z = np.clip(np.asarray(obs, np.float64) @ self._w + self._b, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(-z))
+
     def factor(self, obs: np.ndarray) -> float:
         f = 2.0 ** (-self.k * (self.probability(obs) - self.mean_risk))
         return min(max(f, MIN_FACTOR), MAX_FACTOR)

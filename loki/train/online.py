@@ -291,11 +291,13 @@ def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: floa
         xs.append(x)
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
-    if x.shape[1:] != params.get("obs_mean", x[:1]).shape:
-        raise ValueError(f"{model}: the logs' observations do not fit this model's inputs")
+    inputs = params["obs_mean"].shape[0] if "obs_mean" in params else x.shape[1]
+    if x.shape[1] != inputs:
+        raise ValueError(
+            f"{model}: the logs' observations have {x.shape[1]} inputs, the model {inputs}"
+        )
     layer = fit_risk(x, y)
-    probe = StallRisk(layer, k, 0.5)
-    risk = np.array([probe.probability(o) for o in x.astype(np.float64)])
+    risk = StallRisk(layer, k, 0.5).probabilities(x)
     figures = {
         "method": "risk",
         "logs": len(paths),
