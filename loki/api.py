@@ -164,3 +164,33 @@ class Controller(ABC):
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         """Probe bursts requested since the last call; empty for controllers that never probe."""
         return []
+
+
+class WrappedController(Controller):
+    """A controller around another one: every input goes to ``inner``; a subclass changes what
+    comes out (a scaled target, a logged decision). The inner controller keeps its own state
+    and its probes."""
+
+    def __init__(self, inner: Controller) -> None:
+        super().__init__(inner.config)
+        self.inner = inner
+
+    @property
+    def target_bps(self) -> int:
+        return self.inner.target_bps
+
+    def on_feedback(self, report: TransportFeedback) -> int:
+        self.inner.on_feedback(report)
+        return self.target_bps
+
+    def on_rtt(self, rtt_us: int, at_us: int) -> None:
+        self.inner.on_rtt(rtt_us, at_us)
+
+    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
+        self.inner.on_loss_report(packets_lost, packets_expected, at_us)
+
+    def on_process_interval(self, at_us: int) -> None:
+        self.inner.on_process_interval(at_us)
+
+    def pop_probe_clusters(self) -> list[ProbeCluster]:
+        return self.inner.pop_probe_clusters()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
+from loki.api import Controller, ControllerConfig, TransportFeedback, WrappedController
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
 #: How far ahead the oracle looks, and the share of capacity it targets.
@@ -65,7 +65,7 @@ class OracleController(Controller):
         self._rate_bps = self._rate_at(at_us // 1000)
 
 
-class ScaledController(Controller):
+class ScaledController(WrappedController):
     """Another controller decides on every input; the target is ``factor`` x its target.
 
     The inner controller is not told: it measures the scaled stream (GCC's acknowledged rate,
@@ -78,11 +78,12 @@ class ScaledController(Controller):
     name = "scaled"
 
     def __init__(self, inner: Controller, factor: float, config: ControllerConfig | None = None):
-        super().__init__(config)
+        super().__init__(inner)
+        if config is not None:
+            self.config = config
         if not 0 < factor < float("inf"):
             raise ValueError(f"scaled needs a factor > 0, got {factor}")
         self.factor = factor
-        self.inner = inner
 
     @property
     def target_bps(self) -> int:
@@ -92,22 +93,6 @@ class ScaledController(Controller):
     def fallbacks(self) -> int:
         """The inner controller's guard fallbacks (0 for one without a guard)."""
         return int(getattr(self.inner, "fallbacks", 0))
-
-    def on_feedback(self, report: TransportFeedback) -> int:
-        self.inner.on_feedback(report)
-        return self.target_bps
-
-    def on_rtt(self, rtt_us: int, at_us: int) -> None:
-        self.inner.on_rtt(rtt_us, at_us)
-
-    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
-        self.inner.on_loss_report(packets_lost, packets_expected, at_us)
-
-    def on_process_interval(self, at_us: int) -> None:
-        self.inner.on_process_interval(at_us)
-
-    def pop_probe_clusters(self) -> list[ProbeCluster]:
-        return self.inner.pop_probe_clusters()
 
 
 def _make_gcc(config: ControllerConfig, trace: Trace | None) -> Controller:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion.dual_weight import GATE_C, GATE_R
-from loki.api import Controller, ProbeCluster, TransportFeedback
+from loki.api import Controller, TransportFeedback, WrappedController
 from loki.features import FEATURE_NAMES, N_FEATURES, OBS_SIZE
 from loki.learned.controller import LearnedController
 from loki.learned.policies import FusionPolicy
@@ -278,7 +278,7 @@ class _NoisyPolicy:
         return min(max(self.action, -1.0), 1.0)
 
 
-class LoggingController(Controller):
+class LoggingController(WrappedController):
     """Any controller, with each decision of a learned one written to an experience log.
 
     Pass it wherever a controller goes (the emulator's Session, ``rtc.sender.attach``). For a
@@ -297,8 +297,7 @@ class LoggingController(Controller):
         seed: int = 0,
         fused: FusedForward | None = None,
     ) -> None:
-        super().__init__(inner.config)
-        self.inner = inner
+        super().__init__(inner)
         self.name = inner.name  # type: ignore[misc]
         self.writer = writer
         self.truth_probe = None
@@ -315,22 +314,6 @@ class LoggingController(Controller):
                 base, explore_std, seed, fused if self._fusion is not None else None
             )
             self._core.policy = self._noisy
-
-    @property
-    def target_bps(self) -> int:
-        return self.inner.target_bps
-
-    def on_rtt(self, rtt_us: int, at_us: int) -> None:
-        self.inner.on_rtt(rtt_us, at_us)
-
-    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
-        self.inner.on_loss_report(packets_lost, packets_expected, at_us)
-
-    def on_process_interval(self, at_us: int) -> None:
-        self.inner.on_process_interval(at_us)
-
-    def pop_probe_clusters(self) -> list[ProbeCluster]:
-        return self.inner.pop_probe_clusters()
 
     def on_feedback(self, report: TransportFeedback) -> int:
         inner = self.inner

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loki.api import Controller, ProbeCluster, TransportFeedback
+from loki.api import TransportFeedback, WrappedController
 from loki.learned.controller import LearnedController, Policy
 
 #: Freezes within this many decisions (100 ms apart: two seconds) make a decision risky.
@@ -130,13 +130,13 @@ class StallRisk:
         return min(max(f, MIN_FACTOR), MAX_FACTOR)
 
 
-class RiskAdjustedController(Controller):
+class RiskAdjustedController(WrappedController):
     """A learned controller whose target is scaled by the stall-risk factor of its latest
     observation. The network, its guard and its fault floor see their own target (as with
     :class:`loki.controllers.ScaledController`); the sender gets the scaled one."""
 
     def __init__(self, learned: LearnedController, risk: StallRisk) -> None:
-        super().__init__(learned.config)
+        super().__init__(learned)
         self.learned = learned
         self.risk = risk
         self.risk_factor = 1.0
@@ -174,15 +174,3 @@ class RiskAdjustedController(Controller):
         if self.learned.decisions != before:
             self.risk_factor = self.risk.factor(self.learned.obs)
         return self.target_bps
-
-    def on_rtt(self, rtt_us: int, at_us: int) -> None:
-        self.learned.on_rtt(rtt_us, at_us)
-
-    def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
-        self.learned.on_loss_report(packets_lost, packets_expected, at_us)
-
-    def on_process_interval(self, at_us: int) -> None:
-        self.learned.on_process_interval(at_us)
-
-    def pop_probe_clusters(self) -> list[ProbeCluster]:
-        return self.learned.pop_probe_clusters()
