@@ -131,7 +131,7 @@ def controller_from_model(
     )
     ctl.name = name or m.kind  # type: ignore[misc]
     if m.risk is not None:
-        return RiskAdjustedController(ctl, m.risk)  # type: ignore[return-value]
+        return RiskAdjustedController(ctl, m.risk)
     return ctl
 
 
