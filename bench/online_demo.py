@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from loki.ab import TOL_BITRATE, TOL_STALL, ab_specs, compare, run_pairs
-from loki.experience import LOG_SUFFIX, log_emulated_session
-from loki.learned.models import model_path
-from loki.train.data import LinkRanges, default_training_dirs, draw_spec
+from loki.learned.models import model_path, without_risk_layer
+from loki.train.data import default_training_dirs
 from loki.train.env import Reward
 from loki.train.online import train_online, train_online_risk
 from loki.train.parallel import Executor
+from loki.train.risk import log_sessions
 from traces.generators import LinkState, markov_modulated
 from traces.mahimahi import write_mahimahi
 
@@ -97,27 +97,6 @@ def make_family(
             )
             write_mahimahi(tr, d / f"newnet_{base + i}.up")
     return collect, held, gate
-
-
-def collect_round(
-    model: str,
-    traces: list[str],
-    out: Path,
-    sessions: int,
-    seed: int,
-    workers: int,
-    explore_std: float = 0.02,
-) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    jobs = []
-    for k in range(sessions):
-        spec = draw_spec(traces, rng, 30.0, LinkRanges())
-        jobs.append(
-            (spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), explore_std, seed * 100_000 + k)
-        )
-    with Executor(workers) as ex:
-        ex.map(log_emulated_session, jobs)
 
 
 def gate_figures(res: dict) -> dict:
@@ -229,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     collect, held, gate = make_family(out / "family", args.gate_traces, args.heldout_traces)
     collect_traces = sorted(str(p) for p in collect.iterdir())
     gate_specs = ab_specs([gate], None, args.seed + 3, args.duration_s)
-    shipped = str(model_path("loki"))
+    # The shipped loki's network alone: the demonstration adapts the network the project trained
+    # (session 3's weights); the stall-risk layer the shipped loki carries since session 9 was
+    # fitted on the training families and is what this loop would replace.
+    shipped = str(without_risk_layer(model_path("loki"), out / "shipped/model.npz"))
     current = shipped
     rounds = []
     log_dirs: list[Path] = []
     for r in range(args.rounds):
         logs = out / f"logs/round{r}"
-        collect_round(
+        log_sessions(
             current,
             collect_traces,
             logs,

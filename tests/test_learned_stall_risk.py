@@ -12,7 +12,7 @@ from loki.controllers import make_controller
 from loki.emu.session import LinkConfig, Session, SessionConfig
 from loki.experience import log_emulated_session, read_log, record_dtype
 from loki.learned.controller import LearnedController
-from loki.learned.models import controller_from_model, model_path, read_meta
+from loki.learned.models import controller_from_model, model_path, read_meta, without_risk_layer
 from loki.learned.stall_risk import (
     MAX_FACTOR,
     MIN_FACTOR,
@@ -34,6 +34,12 @@ LOKI = model_path("loki")
 
 
 @pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """The shipped loki's network without the stall-risk layer it ships with."""
+    return without_risk_layer(LOKI, tmp_path_factory.mktemp("network") / "model.npz")
+
+
+@pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     path = tmp_path_factory.mktemp("risk") / "mm.up"
     write_mahimahi(markov_modulated(30_000, seed=4), path)
@@ -41,18 +47,18 @@ def trace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def logs(trace, tmp_path_factory):
+def logs(trace, network, tmp_path_factory):
     d = tmp_path_factory.mktemp("risklogs")
     for k in range(3):
         spec = EpisodeSpec(str(trace), 1000 * k, 30, 100, 0.0, 20.0, seed=k)
-        log_emulated_session((spec, str(LOKI), str(d / f"{k}.explog"), 0.02, k))
+        log_emulated_session((spec, str(network), str(d / f"{k}.explog"), 0.02, k))
     return d
 
 
 @pytest.fixture(scope="module")
-def risk_model(logs, tmp_path_factory):
+def risk_model(logs, network, tmp_path_factory):
     out = tmp_path_factory.mktemp("riskmodel") / "model.npz"
-    figures = train_online_risk([logs], LOKI, out, k=4.0)
+    figures = train_online_risk([logs], network, out, k=4.0)
     return out, figures
 
 
@@ -115,9 +121,9 @@ def test_the_factor_is_one_at_the_mean_risk_and_bounded() -> None:
         StallRisk(layer, -1.0, 0.5)
 
 
-def test_the_update_writes_the_layer_and_leaves_the_network(risk_model) -> None:
+def test_the_update_writes_the_layer_and_leaves_the_network(risk_model, network) -> None:
     path, figures = risk_model
-    params, base = load_model(path), load_model(LOKI)
+    params, base = load_model(path), load_model(network)
     assert set(PARAM_KEYS) <= set(params)
     for key, value in base.items():
         if key != "meta":
@@ -141,12 +147,12 @@ def test_a_model_with_the_layer_scales_its_network(risk_model, trace) -> None:
     assert make_controller(str(path)).__class__ is RiskAdjustedController
 
 
-def test_with_k_zero_the_layer_changes_nothing(logs, trace, tmp_path) -> None:
+def test_with_k_zero_the_layer_changes_nothing(logs, network, trace, tmp_path) -> None:
     out = tmp_path / "k0.npz"
-    train_online_risk([logs], LOKI, out, k=0.0)
+    train_online_risk([logs], network, out, k=0.0)
     runs = [
         Session(controller_from_model(m), link_of(trace), SessionConfig(duration_s=20.0)).run()
-        for m in (out, LOKI)
+        for m in (out, network)
     ]
     assert runs[0].decisions == runs[1].decisions
 
@@ -160,17 +166,18 @@ def test_sessions_of_a_model_with_the_layer_are_logged(risk_model, trace, tmp_pa
     assert recs.size > 50 and np.isfinite(recs["frozen_share"]).all()
 
 
-def test_the_command_line_and_its_refusals(logs, tmp_path, capsys) -> None:
+def test_the_command_line_and_its_refusals(logs, network, tmp_path, capsys) -> None:
     out = tmp_path / "m"
     argv = ["train", "online", "--method", "risk", "--risk-k", "2", "--logs", str(logs)]
-    assert main([*argv, "--from", str(LOKI), "--out", str(out)]) == 0
+    assert main([*argv, "--from", str(network), "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["k"] == 2.0 and (out / "model.npz").is_file()
-    assert main([*argv, "--from", str(LOKI), "--out", str(tmp_path / "x"), "--risk-k", "-1"]) == 2
+    bad_k = ["--out", str(tmp_path / "x"), "--risk-k", "-1"]
+    assert main([*argv, "--from", str(network), *bad_k]) == 2
     assert "--risk-k" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = ["train", "online", "--method", "risk", "--logs", str(empty), "--from", str(LOKI)]
+    bad = ["train", "online", "--method", "risk", "--logs", str(empty), "--from", str(network)]
     assert main([*bad, "--out", str(tmp_path / "y")]) == 2
     assert "no experience logs" in capsys.readouterr().err
 
@@ -178,3 +185,45 @@ def test_the_command_line_and_its_refusals(logs, tmp_path, capsys) -> None:
 def test_auc_counts_ties_half() -> None:
     assert _auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert _auc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+
+
+def test_smoothing_damps_the_factor_and_one_means_none(logs, network, trace, tmp_path) -> None:
+    rates = {}
+    for a in (1.0, 0.25):
+        out = tmp_path / f"a{a}.npz"
+        train_online_risk([logs], network, out, k=4.0, smoothing=a)
+        meta = read_meta(load_model(out))
+        assert meta["risk"].get("smoothing", 1.0) == a
+        ctl = controller_from_model(out)
+        factors = []
+        orig = ctl.on_feedback
+
+        def spy(report, orig=orig, ctl=ctl, factors=factors):
+            t = orig(report)
+            factors.append(ctl.risk_factor)
+            return t
+
+        ctl.on_feedback = spy  # type: ignore[method-assign]
+        Session(ctl, link_of(trace), SessionConfig(duration_s=20.0)).run()
+        rates[a] = np.abs(np.diff(np.log2(factors))).mean()
+    assert rates[0.25] < 0.5 * rates[1.0]
+    with pytest.raises(ValueError, match="smoothing"):
+        train_online_risk([logs], network, tmp_path / "bad.npz", smoothing=0.0)
+
+
+def test_without_risk_layer_gives_the_network_alone(risk_model, network, tmp_path) -> None:
+    path, _ = risk_model
+    stripped = without_risk_layer(path, tmp_path / "n.npz")
+    params, base = load_model(stripped), load_model(network)
+    assert not set(PARAM_KEYS) & set(params) and "risk" not in read_meta(params)
+    assert sorted(params) == sorted(base)
+    for key in base:
+        if key != "meta":
+            np.testing.assert_array_equal(params[key], base[key])
+    assert isinstance(controller_from_model(stripped), LearnedController)
+
+
+def test_the_shipped_loki_carries_a_layer_made_by_its_command() -> None:
+    meta = read_meta(load_model(LOKI))
+    assert meta["risk"]["k"] > 0 and meta["online"]["method"] == "risk"
+    assert "loki train risk" in (LOKI.parent / "card.md").read_text()

@@ -86,7 +86,8 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
         missing = [k for k in RISK_KEYS if k not in params]
         if missing:
             raise ValueError(f"{path}: its meta names a stall-risk layer but lacks {missing}")
-        risk = StallRisk(params, meta["risk"]["k"], meta["risk"]["mean_risk"])
+        r = meta["risk"]
+        risk = StallRisk(params, r["k"], r["mean_risk"], r.get("smoothing", 1.0))
     return LoadedModel(
         kind=kind,
         policy=policy,
@@ -133,6 +134,25 @@ def controller_from_model(
     if m.risk is not None:
         return RiskAdjustedController(ctl, m.risk)
     return ctl
+
+
+def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write the model in ``src`` without its stall-risk layer (if it has one) to ``dst``.
+
+    The layer is fitted on the network's own decisions, and the online demonstration starts
+    from the network alone, so both need the network without whatever layer ships around it.
+    The network's arrays are copied unchanged."""
+    params = load_model(src)
+    meta = read_meta(params)
+    meta.pop("risk", None)
+    if meta.get("online", {}).get("method") == "risk":
+        meta.pop("online")
+    kept = {k: v for k, v in params.items() if k not in RISK_KEYS and k != META_KEY}
+    kept[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **kept)
+    return out
 
 
 def model_path(name: str) -> Path:

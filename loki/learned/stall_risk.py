@@ -99,13 +99,21 @@ def fit_risk(
 class StallRisk:
     """The fitted layer: risk of a freeze soon, and the factor it puts on the rate."""
 
-    __slots__ = ("_b", "_w", "k", "mean_risk")
+    __slots__ = ("_b", "_w", "k", "mean_risk", "smoothing")
 
-    def __init__(self, params: dict[str, np.ndarray], k: float, mean_risk: float) -> None:
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        k: float,
+        mean_risk: float,
+        smoothing: float = 1.0,
+    ) -> None:
         if not 0 <= k < float("inf") or not 0 < mean_risk < 1:
             raise ValueError(
                 f"stall risk needs k >= 0 and a mean risk in (0, 1), got {k}, {mean_risk}"
             )
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"stall risk smoothing must be in (0, 1], got {smoothing}")
         inv = 1.0 / params["risk.std"].astype(np.float64)
         w = params["risk.weight"].astype(np.float64) * inv
         # w . ((x - mean) / std) + b = (w / std) . x + (b - (w / std) . mean)
@@ -113,6 +121,10 @@ class StallRisk:
         self._b = float(params["risk.bias"][0]) - float(w @ params["risk.mean"])
         self.k = float(k)
         self.mean_risk = float(mean_risk)
+        #: Weight of the newest factor in the running mean of the factor's log2 (1: none).
+        #: The factor follows the per-report risk, which jitters; without it the session-8
+        #: layer tripled loki's rate change per decision (loki/LEARNING.md, session 9).
+        self.smoothing = float(smoothing)
 
     def probability(self, obs: np.ndarray) -> float:
         z = float(self._w @ obs) + self._b
@@ -140,6 +152,7 @@ class RiskAdjustedController(WrappedController):
         self.learned = learned
         self.risk = risk
         self.risk_factor = 1.0
+        self._log2_factor = 0.0
         self.name = learned.name  # type: ignore[misc]
 
     @property
@@ -172,5 +185,11 @@ class RiskAdjustedController(WrappedController):
         before = self.learned.decisions
         self.learned.on_feedback(report)
         if self.learned.decisions != before:
-            self.risk_factor = self.risk.factor(self.learned.obs)
+            raw = self.risk.factor(self.learned.obs)
+            a = self.risk.smoothing
+            if a == 1.0:
+                self.risk_factor = raw
+            else:
+                self._log2_factor += a * (float(np.log2(raw)) - self._log2_factor)
+                self.risk_factor = float(2.0**self._log2_factor)
         return self.target_bps

@@ -37,8 +37,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "model",
-        choices=(*MODELS, "online"),
-        help="clone = gcc-clone; train clone first; online = update a model from session logs",
+        choices=(*MODELS, "online", "risk"),
+        help="clone = gcc-clone; train clone first; online = update a model from session logs; "
+        "risk = fit a model's stall-risk layer on its network's logged sessions",
     )
     p.add_argument(
         "--traces",
@@ -115,11 +116,27 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     from loki.train.online import add_online_arguments
 
     add_online_arguments(p)  # --logs DIR..., --from MODEL, --epochs, --stall/change-weight
+    p.add_argument(
+        "--sessions",
+        type=_positive_int,
+        help="risk: sessions to log (default 192 of 30 s; --logs DIR keeps them)",
+    )
     p.set_defaults(func=cmd_train)
     return p
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "risk":
+        try:
+            return _train_risk(args)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            from loki.cli import CliError
+
+            raise CliError(str(e)) from e
+    if args.sessions is not None:
+        from loki.cli import CliError
+
+        raise CliError("--sessions is for 'loki train risk' only")
     if args.model == "online":
         from loki.train.online import cmd_train_online
 
@@ -149,6 +166,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         from loki.cli import CliError
 
         raise CliError(str(e)) from e
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_risk(args: argparse.Namespace) -> int:
+    import json
+
+    from loki.train.risk import SESSIONS, train_risk
+
+    if args.logs is not None and len(args.logs) != 1:
+        raise ValueError("loki train risk --logs takes one folder (where the logs are kept)")
+    ignored = [
+        flag
+        for flag, given in (
+            ("--steps", args.steps is not None),
+            ("--ray-address", args.ray_address is not None),
+            ("--clone", args.clone is not None),
+            ("--method", args.method != "risk"),
+            ("--stall-weight", args.stall_weight is not None),
+            ("--change-weight", args.change_weight is not None),
+        )
+        if given
+    ]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: not options of 'loki train risk'")
+    path, figures = train_risk(
+        from_model=args.from_model,
+        traces=args.traces,
+        sessions=args.sessions or SESSIONS,
+        seed=args.seed,
+        workers=args.workers,
+        k=args.risk_k,
+        smoothing=args.risk_smoothing,
+        out=args.out,
+        logs=args.logs[0] if args.logs else None,
+    )
+    print(json.dumps(figures, indent=1))
     print(f"wrote {path}")
     return 0
 

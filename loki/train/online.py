@@ -265,10 +265,20 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: float = RISK_K) -> dict:
+def train_online_risk(
+    logs: list[str | Path],
+    model: Path,
+    out: Path,
+    *,
+    k: float = RISK_K,
+    smoothing: float = 1.0,
+    source: Path | None = None,
+) -> dict:
     """Fit the stall-risk layer (loki/learned/stall_risk.py) on the logs under ``logs`` and
     write ``model`` with it as ``out``. The network's weights are not touched; a layer the
-    model already has is replaced (refitted on these logs)."""
+    model already has is replaced (refitted on these logs). ``smoothing``: the weight of the
+    newest factor in the running mean of its log2 (1: none). ``source``: the file the model
+    and its card name as the origin, when ``model`` is a working copy of it."""
     from loki.experience import file_sha256, find_logs, read_log
     from loki.learned.models import KINDS, read_meta
     from loki.learned.stall_risk import HORIZON_DECISIONS, StallRisk, fit_risk, risk_rows
@@ -276,6 +286,8 @@ def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: floa
 
     if not 0 <= k < float("inf"):
         raise ValueError(f"--risk-k must be a number >= 0, got {k}")
+    if not 0 < smoothing <= 1:
+        raise ValueError(f"--risk-smoothing must be in (0, 1], got {smoothing}")
     params = load_model(model)
     meta = read_meta(params)
     if meta.get("kind") not in KINDS:
@@ -309,13 +321,22 @@ def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: floa
         "k": float(k),
         "mean_risk": float(risk.mean()),
     }
-    from_hash = file_sha256(model)
+    if smoothing != 1.0:
+        figures["smoothing"] = float(smoothing)
+    origin = Path(source) if source is not None else Path(model)
+    from_hash = file_sha256(origin)
+    if origin.is_absolute() and origin.is_relative_to(Path.cwd()):
+        origin = origin.relative_to(Path.cwd())  # a shipped model's card names a repo path
     new = {key: v for key, v in params.items() if not key.startswith("risk.")}
     new.update(layer)
     meta = {
         **{key: v for key, v in meta.items() if key != "risk"},
-        "risk": {"k": float(k), "mean_risk": figures["mean_risk"]},
-        "online": {"from": str(model), "from_sha256": from_hash, **figures},
+        "risk": {
+            "k": float(k),
+            "mean_risk": figures["mean_risk"],
+            **({"smoothing": float(smoothing)} if smoothing != 1.0 else {}),
+        },
+        "online": {"from": str(origin), "from_sha256": from_hash, **figures},
     }
     new["meta"] = np.array(json.dumps(meta, sort_keys=True))
     out_file = out if out.suffix == ".npz" else out / "model.npz"
@@ -323,7 +344,7 @@ def train_online_risk(logs: list[str | Path], model: Path, out: Path, *, k: floa
     np.savez(out_file, **new)
     (out_file.parent / "card.md").write_text(
         f"# {meta['kind']}, with a stall-risk layer fitted on logged sessions\n\n"
-        f"From `{model}` (sha256 {from_hash[:12]}), {len(paths)} logs; the network's weights "
+        f"From `{origin}` (sha256 {from_hash[:12]}), {len(paths)} logs; the network's weights "
         "are unchanged; its target is scaled by 2^(-k (p - mean p)) within [0.5, 1.5], p the "
         "predicted risk of a freeze within the next two seconds (loki/learned/stall_risk.py)."
         f"\n\n```json\n{json.dumps(figures, indent=1)}\n```\n"
@@ -348,6 +369,13 @@ def add_online_arguments(p) -> None:
         type=float,
         default=RISK_K,
         help=f"risk: the factor's strength (default {RISK_K:g})",
+    )
+    p.add_argument(
+        "--risk-smoothing",
+        type=float,
+        default=1.0,
+        help="risk: weight of the newest factor in a running mean of its log2 (default 1: "
+        "none; smaller is smoother)",
     )
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument(
@@ -377,7 +405,9 @@ def cmd_train_online(args) -> int:
         ]
         if awr_only:
             raise ValueError(f"{', '.join(awr_only)}: for --method awr (the reward of its update)")
-        figures = train_online_risk(args.logs, args.from_model, args.out, k=args.risk_k)
+        figures = train_online_risk(
+            args.logs, args.from_model, args.out, k=args.risk_k, smoothing=args.risk_smoothing
+        )
         print(json.dumps(figures, indent=1))
         return 0
     figures = train_online(
