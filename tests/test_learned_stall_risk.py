@@ -227,3 +227,29 @@ def test_the_shipped_loki_carries_a_layer_made_by_its_command() -> None:
     meta = read_meta(load_model(LOKI))
     assert meta["risk"]["k"] > 0 and meta["online"]["method"] == "risk"
     assert "loki train risk" in (LOKI.parent / "card.md").read_text()
+
+
+def test_the_layer_does_not_scale_down_a_path_changes_floor(risk_model, monkeypatch) -> None:
+    path, _ = risk_model
+    ctl = controller_from_model(path)
+    learned, floor = ctl.learned, ctl.learned.fault_floor
+    assert floor is not None
+
+    def decide(report) -> int:
+        learned.decisions += 1
+        return learned.target_bps
+
+    monkeypatch.setattr(learned, "on_feedback", decide)
+
+    class Risky:  # a layer that always asks for half the rate
+        smoothing = 1.0
+
+        def factor(self, obs) -> float:
+            return 0.5
+
+    ctl.risk = Risky()  # type: ignore[assignment]
+    ctl.on_feedback(None)  # type: ignore[arg-type]
+    assert ctl.risk_factor == 0.5
+    floor._path_until_us = 10**15  # a path change held (the detector has its own tests)
+    ctl.on_feedback(None)  # type: ignore[arg-type]
+    assert ctl.risk_factor == 1.0

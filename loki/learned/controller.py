@@ -34,7 +34,7 @@ import numpy as np
 
 from gcc.goog_cc_network_control import GoogCcNetworkController
 from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedback
-from loki.features import OBS_SIZE, FeatureBuilder, gcc_sensors
+from loki.features import FEATURE_NAMES, OBS_SIZE, FeatureBuilder, gcc_sensors
 from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.policies import ACTION_HIGH, ACTION_LOW
@@ -48,6 +48,10 @@ HYBRID_EXTRA_INPUTS = 2
 
 Policy = Callable[[np.ndarray], float]
 Normalize = Callable[[np.ndarray], np.ndarray]
+
+_QDELAY = FEATURE_NAMES.index("queue_delay")
+_RECV = FEATURE_NAMES.index("recv_rate")
+_LOSS = FEATURE_NAMES.index("loss")
 
 
 def log_mbps(bps: float) -> float:
@@ -126,7 +130,12 @@ class LearnedController(Controller):
         self._now_us = report.feedback_time_us
         if self.fault_floor is not None:
             self.fault_floor.on_report(self._now_us)
-        self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
+        row = self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
+        if self.fault_floor is not None:
+            recv_bps = (2.0 ** float(row[_RECV]) - 1.0) * 1e6  # the feature is log2(1 + Mbps)
+            self.fault_floor.on_delay(
+                self._now_us, float(row[_QDELAY]), float(row[_LOSS]), recv_bps, self.target_bps
+            )
         self._reports += 1
         if (self._reports - 1) % self.every_reports:
             return self.target_bps
@@ -158,6 +167,10 @@ class LearnedController(Controller):
             if floor is not None:
                 floor.on_refused(self._now_us, self.target_bps)
             self._fall_back()
+            if floor is not None:
+                held = floor.path_floor_bps(self.target_bps, self._now_us, count=False)
+                if held != self.target_bps:
+                    self._set_to(held)
         else:
             a = min(max(float(action), ACTION_LOW), ACTION_HIGH)
             self.last_action = a
@@ -166,6 +179,7 @@ class LearnedController(Controller):
                 proposed = self.target_bps
                 gcc_bps = self.gcc.target_bps
                 bounded = floor.floor_bps(proposed, gcc_bps, self._now_us)
+                bounded = floor.path_floor_bps(bounded, self._now_us)
                 bounded = floor.cap_bps(bounded, self._now_us)
                 if bounded != proposed:
                     self._set_to(bounded)

@@ -44,6 +44,17 @@ PPO run sat at 1.6 x a constant link after an outage, a third of its packets los
 rendered for a minute. On the shipped models the cap changes the development set's figures by
 at most 3 points; it costs them stall on links whose short queues lose more than 10 % for
 seconds at a time (loki/LEARNING.md).
+
+A path change (session 9): the one-way delay steps up by :data:`PATH_STEP_100MS` or more
+between two reports (no queue grows that fast while packets keep arriving) and then stays at
+the new level, with no loss, for :data:`PATH_CONFIRM_REPORTS` reports. That is a longer path
+(a handover, a reroute), not congestion: GCC, which reads only delay *gradients*, holds its
+rate through it, while the networks read the level as a queue and cut (issue 7's RTT jump
+from 40 ms to 1 s, where every learned controller recovered slower than GCC). Once confirmed,
+and for :data:`PATH_HOLD_US` after the delay last sat at that level or stepped back down, the
+target is kept at or above what the controller sent when the change began, also when the
+input guard refuses the observations (it does at the step back down). An outage's backlog
+also steps the delay up, but it drains or overflows (loss) afterwards, so it is not confirmed.
 """
 
 from __future__ import annotations
@@ -71,6 +82,28 @@ LOSS_CAP_US = 2_000_000
 #: where starting at the first report cost loki 9.5 points of mean stall against no cap and
 #: starting at the second 3.6 (loki/LEARNING.md, session 6).
 LOSS_CAP_REPORTS = 2
+#: A rise of the report's mean queueing delay by this much (100 ms units) from one report to
+#: the next starts a path-change candidate; a fall by as much while one holds ends it.
+PATH_STEP_100MS = 5.0
+#: The candidate is confirmed when this many reports in a row keep the delay within
+#: :data:`PATH_LEVEL_TOL_100MS` of the level it stepped to, each losing at most
+#: :data:`PATH_LOSS_SHARE` of its packets.
+PATH_CONFIRM_REPORTS = 5
+PATH_LEVEL_TOL_100MS = 1.0
+PATH_LOSS_SHARE = 0.02
+#: The path floor holds this long after the delay last sat at the changed level (or stepped
+#: back down): the guard refuses the step back for about ten reports.
+PATH_HOLD_US = 2_000_000
+#: A fall by this much below the level (half a step: a report can straddle the return) is the
+#: path coming back.
+PATH_RETURN_100MS = PATH_STEP_100MS / 2
+#: A level this high is not a candidate: the feature is clipped at 3 s, and a clipped delay
+#: cannot show whether it stays level (a 5 s outage's backlog reads as 3 s throughout).
+PATH_MAX_LEVEL_100MS = 25.0
+#: A path floor lasts at most this long after it was confirmed: a standing queue that
+#: mimics a path change (a short outage's backlog with the rate held at capacity) is not held
+#: on to for longer.
+PATH_MAX_US = 15_000_000
 
 
 class FaultFloor:
@@ -85,7 +118,14 @@ class FaultFloor:
         "_loss_cap_bps",
         "_loss_cap_until_us",
         "_onset_bps",
+        "_path_count",
+        "_path_level",
+        "_path_onset_bps",
+        "_path_since_us",
+        "_path_until_us",
         "_point_until_us",
+        "_prev_qdelay",
+        "_prev_target_bps",
         "capped",
         "causes",
         "faults",
@@ -110,7 +150,21 @@ class FaultFloor:
         self._loss_cap_bps = 0
         self._high_loss_run = 0
         #: Detections by cause (every one, also while a floor holds).
-        self.causes: dict[str, int] = {"gap": 0, "loss": 0, "guard": 0, "collapse": 0}
+        self.causes: dict[str, int] = {
+            "gap": 0,
+            "loss": 0,
+            "guard": 0,
+            "collapse": 0,
+            "path": 0,
+        }
+        self._prev_qdelay: float | None = None
+        self._prev_target_bps = 0
+        #: The delay level of a path-change candidate (or of a confirmed change), else None.
+        self._path_level: float | None = None
+        self._path_count = 0
+        self._path_onset_bps = 0
+        self._path_until_us = 0
+        self._path_since_us = 0
 
     # -- detection ------------------------------------------------------------------------------
     def _fault(self, cause: str, at_us: int, target_bps: int) -> None:
@@ -156,6 +210,70 @@ class FaultFloor:
             self._loss_cap_bps = cut_bps
             self._loss_cap_until_us = at_us + LOSS_CAP_US
 
+    def on_delay(
+        self, at_us: int, queue_delay_100ms: float, loss: float, recv_bps: float, target_bps: int
+    ) -> None:
+        """A report's mean queueing delay (100 ms units), loss share and received rate: the
+        path-change detector."""
+        prev, q = self._prev_qdelay, float(queue_delay_100ms)
+        before_bps, self._prev_target_bps = self._prev_target_bps, target_bps
+        self._prev_qdelay = q
+        if prev is None or q != q:  # NaN: the report says nothing about delay
+            return
+        level = self._path_level
+        confirmed = level is not None and self._path_count >= PATH_CONFIRM_REPORTS
+        if level is not None and q <= level - PATH_RETURN_100MS:
+            # Back down (a report can straddle the return, so half a step counts): if the
+            # change was confirmed, hold through the guard's refusals of the step.
+            if confirmed:
+                self._path_until_us = at_us + PATH_HOLD_US
+            self._path_level = None
+            return
+        if q >= prev + PATH_STEP_100MS or (
+            level is not None and not confirmed and q > level + PATH_LEVEL_TOL_100MS
+        ):
+            # A step up, or a candidate still rising (the report after a step can straddle
+            # it): the level is this report's.
+            if q >= PATH_MAX_LEVEL_100MS:
+                self._path_level = None
+                return
+            if level is None:
+                # What was sent before the step: a step this large arrives after a feedback
+                # gap, through which GCC's rules may have cut.
+                self._path_onset_bps = before_bps
+            self._path_level = q
+            self._path_count = 0
+            return
+        if level is None:
+            return
+        if loss > PATH_LOSS_SHARE or q < level - PATH_LEVEL_TOL_100MS:
+            # A queue overflowing or draining: not a path change (or no longer one).
+            self._path_level = None
+            self._path_count = 0
+            self._path_until_us = min(self._path_until_us, at_us)
+            return
+        if q > level + PATH_LEVEL_TOL_100MS:
+            # A queue growing on top of the changed path: the rate held was more than the
+            # link carries; hold only what got through, from the new level on.
+            self._path_onset_bps = min(self._path_onset_bps, round(recv_bps))
+            self._path_level = q
+        self._path_count += 1
+        if self._path_count == PATH_CONFIRM_REPORTS:
+            self.causes["path"] += 1
+            self._path_since_us = at_us
+        if self._path_count >= PATH_CONFIRM_REPORTS and at_us - self._path_since_us < PATH_MAX_US:
+            self._path_until_us = at_us + PATH_HOLD_US
+
+    def path_floor_bps(self, proposed_bps: int, at_us: int, *, count: bool = True) -> int:
+        """``proposed_bps``, or what was sent before a path change while one holds.
+
+        ``count=False`` where the decision is already a fallback (the guard's): one decision,
+        one count."""
+        if at_us < self._path_until_us and proposed_bps < self._path_onset_bps:
+            self.floored += int(count)
+            return self._path_onset_bps
+        return proposed_bps
+
     def on_refused(self, at_us: int, target_bps: int) -> None:
         """The input guard refused an observation."""
         self._fault("guard", at_us, target_bps)
@@ -197,6 +315,10 @@ class FaultFloor:
             self.capped += 1
             return self._loss_cap_bps
         return proposed_bps
+
+    def path_holds(self, at_us: int) -> bool:
+        """Whether the floor of a path change is in force now."""
+        return at_us < self._path_until_us
 
     def under_way(self, at_us: int) -> bool:
         """Whether a fault is going on now (as opposed to being recovered from)."""

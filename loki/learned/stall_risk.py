@@ -145,7 +145,9 @@ class StallRisk:
 class RiskAdjustedController(WrappedController):
     """A learned controller whose target is scaled by the stall-risk factor of its latest
     observation. The network, its guard and its fault floor see their own target (as with
-    :class:`loki.controllers.ScaledController`); the sender gets the scaled one."""
+    :class:`loki.controllers.ScaledController`); the sender gets the scaled one. The factor is
+    at least 1 while the fault floor holds a path change (session 9: the layer read the longer
+    path's delay as risk and halved the rate the floor held)."""
 
     def __init__(self, learned: LearnedController, risk: StallRisk) -> None:
         super().__init__(learned)
@@ -186,6 +188,9 @@ class RiskAdjustedController(WrappedController):
         self.learned.on_feedback(report)
         if self.learned.decisions != before:
             raw = self.risk.factor(self.learned.obs)
+            floor = self.learned.fault_floor
+            if floor is not None and floor.path_holds(self.learned._now_us):
+                raw = max(raw, 1.0)  # through a path change the rate from before it stands
             a = self.risk.smoothing
             if a == 1.0:
                 self.risk_factor = raw
