@@ -99,6 +99,11 @@ class LearnedController(Controller):
         return self._target_bps
 
     @property
+    def last_report_us(self) -> int:
+        """Feedback time of the latest non-empty report (the decisions' clock)."""
+        return self._now_us
+
+    @property
     def fallbacks(self) -> int:
         """Decisions that did not take the network's target as it was: the guard's fallbacks to
         GCC's estimate, and the targets the fault floor raised or its loss cap lowered."""

@@ -189,7 +189,7 @@ class RiskAdjustedController(WrappedController):
         if self.learned.decisions != before:
             raw = self.risk.factor(self.learned.obs)
             floor = self.learned.fault_floor
-            if floor is not None and floor.path_holds(self.learned._now_us):
+            if floor is not None and floor.path_holds(self.learned.last_report_us):
                 raw = max(raw, 1.0)  # through a path change the rate from before it stands
             a = self.risk.smoothing
             if a == 1.0:

@@ -38,7 +38,9 @@ class _Timed:
 def measure(name: str, duration_s: float = 120.0, seed: int = 0) -> dict:
     ctl = make_controller(name)
     whole = _Timed(ctl, "on_feedback")
-    gcc = _Timed(ctl.gcc, "on_feedback") if hasattr(ctl, "gcc") else None
+    # The GCC beside the network; a model with a stall-risk layer wraps the learned controller.
+    inner = getattr(ctl, "learned", ctl)
+    gcc = _Timed(inner.gcc, "on_feedback") if hasattr(inner, "gcc") else None
     trace = get_builtin(DEFAULT_BUILTIN)
     Session(
         ctl,
