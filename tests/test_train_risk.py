@@ -69,13 +69,15 @@ def test_the_network_alone_is_what_gets_logged(made, tmp_path) -> None:
 def test_the_command_line_and_its_refusals(traces, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
     argv = ["train", "risk", "--traces", str(traces), "--sessions", "2", "--seed", "1"]
-    assert main([*argv, "--out", str(out), "--risk-smoothing", "0.5"]) == 0
+    assert main([*argv, "--out", str(out), "--risk-smoothing", "0.5", "--session-s", "12"]) == 0
     printed = capsys.readouterr().out
     assert json.loads(printed[: printed.rindex("}") + 1])["smoothing"] == 0.5
     assert read_meta(load_model(out / "model.npz"))["risk"]["smoothing"] == 0.5
+    assert "--session-s 12" in (out / "card.md").read_text()
     for bad, says in (
         (["--risk-smoothing", "0"], "--risk-smoothing"),
         (["--risk-k", "-2"], "--risk-k"),
+        (["--session-s", "1"], "--session-s"),
         (["--steps", "10"], "--steps"),
         (["--from", str(tmp_path / "none.npz")], "no such model"),
         (["--logs", str(tmp_path / "a"), str(tmp_path / "b")], "one folder"),
@@ -85,3 +87,5 @@ def test_the_command_line_and_its_refusals(traces, tmp_path, capsys) -> None:
     assert not (tmp_path / "x").exists()
     assert main(["train", "rl", "--sessions", "3"]) == 2
     assert "--sessions" in capsys.readouterr().err
+    assert main(["train", "rl", "--session-s", "60"]) == 2
+    assert "--session-s" in capsys.readouterr().err

@@ -121,6 +121,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         type=_positive_int,
         help="risk: sessions to log (default 192 of 30 s; --logs DIR keeps them)",
     )
+    p.add_argument(
+        "--session-s",
+        type=float,
+        help="risk: length of each logged session in seconds (default 30)",
+    )
     p.set_defaults(func=cmd_train)
     return p
 
@@ -133,10 +138,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             from loki.cli import CliError
 
             raise CliError(str(e)) from e
-    if args.sessions is not None:
-        from loki.cli import CliError
+    for flag, value in (("--sessions", args.sessions), ("--session-s", args.session_s)):
+        if value is not None:
+            from loki.cli import CliError
 
-        raise CliError("--sessions is for 'loki train risk' only")
+            raise CliError(f"{flag} is for 'loki train risk' only")
     if args.model == "online":
         from loki.train.online import cmd_train_online
 
@@ -173,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_risk(args: argparse.Namespace) -> int:
     import json
 
-    from loki.train.risk import SESSIONS, train_risk
+    from loki.train.risk import SESSION_S, SESSIONS, train_risk
 
     if args.logs is not None and len(args.logs) != 1:
         raise ValueError("loki train risk --logs takes one folder (where the logs are kept)")
@@ -195,6 +201,7 @@ def _train_risk(args: argparse.Namespace) -> int:
         from_model=args.from_model,
         traces=args.traces,
         sessions=args.sessions or SESSIONS,
+        session_s=SESSION_S if args.session_s is None else args.session_s,
         seed=args.seed,
         workers=args.workers,
         k=args.risk_k,

@@ -45,6 +45,7 @@ def log_sessions(
     seed: int,
     workers: int,
     explore_std: float = EXPLORE_STD,
+    session_s: float = SESSION_S,
 ) -> None:
     """Log ``sessions`` emulated sessions of ``model`` on links drawn over ``traces``.
 
@@ -54,7 +55,7 @@ def log_sessions(
     rng = np.random.default_rng(seed)
     jobs = []
     for k in range(sessions):
-        spec = draw_spec(traces, rng, SESSION_S, LinkRanges())
+        spec = draw_spec(traces, rng, session_s, LinkRanges())
         jobs.append(
             (spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), explore_std, seed * 100_000 + k)
         )
@@ -67,6 +68,7 @@ def train_risk(
     from_model: Path | None = None,
     traces: list[Path] | None = None,
     sessions: int = SESSIONS,
+    session_s: float = SESSION_S,
     seed: int = 0,
     workers: int = 1,
     k: float = RISK_K,
@@ -82,6 +84,8 @@ def train_risk(
         raise FileNotFoundError(f"no such model: {source}")
     if sessions <= 0:
         raise ValueError(f"--sessions must be a positive number, got {sessions}")
+    if not 5.0 <= session_s <= 3600.0:
+        raise ValueError(f"--session-s must be within [5, 3600] seconds, got {session_s}")
     if not 0 <= k < float("inf"):
         raise ValueError(f"--risk-k must be a number >= 0, got {k}")
     if not 0 < smoothing <= 1:
@@ -96,7 +100,7 @@ def train_risk(
     with tempfile.TemporaryDirectory(prefix="loki-risk-") as tmp:
         network = without_risk_layer(source, Path(tmp) / "network.npz")
         log_dir = logs if logs is not None else Path(tmp) / "logs"
-        log_sessions(str(network), paths, log_dir, sessions, seed, workers)
+        log_sessions(str(network), paths, log_dir, sessions, seed, workers, session_s=session_s)
         figures = train_online_risk(
             [log_dir], network, out_file, k=k, smoothing=smoothing, source=source
         )
@@ -104,13 +108,14 @@ def train_risk(
     head = old_card.split(CARD_MARKER)[0].rstrip()
     command = (
         f"loki train risk --seed {seed} --sessions {sessions} --risk-k {k:g}"
+        + (f" --session-s {session_s:g}" if session_s != SESSION_S else "")
         + (f" --risk-smoothing {smoothing:g}" if smoothing != 1.0 else "")
         + (f" --from {source}" if from_model is not None else "")
         + (" --traces " + " ".join(map(str, traces)) if traces else "")
     )
     section = (
         f"{CARD_MARKER}\n## Stall-risk layer\n\nMade by `{command}` ({sessions} logged sessions "
-        f"of {SESSION_S:g} s of the network alone on {len(paths)} training traces, exploration "
+        f"of {session_s:g} s of the network alone on {len(paths)} training traces, exploration "
         f"std {EXPLORE_STD:g}).\n\n" + layer_card.split("\n", 2)[2]
     )
     card.write_text((head + "\n\n" + section) if head else section)
