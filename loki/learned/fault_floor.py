@@ -54,7 +54,9 @@ from 40 ms to 1 s, where every learned controller recovered slower than GCC). On
 and for :data:`PATH_HOLD_US` after the delay last sat at that level or stepped back down, the
 target is kept at or above what the controller sent when the change began, also when the
 input guard refuses the observations (it does at the step back down). An outage's backlog
-also steps the delay up, but it drains or overflows (loss) afterwards, so it is not confirmed.
+also steps the delay up, but it drains or overflows (loss) afterwards, so it is not confirmed;
+a queue growing on top of the new level lowers the floor to the rate that got through; and a
+confirmed change is held for :data:`PATH_MAX_US` at most (a standing queue can mimic one).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ LOSS_CAP_US = 2_000_000
 #: starting at the second 3.6 (loki/LEARNING.md, session 6).
 LOSS_CAP_REPORTS = 2
 #: A rise of the report's mean queueing delay by this much (100 ms units) from one report to
-#: the next starts a path-change candidate; a fall by as much while one holds ends it.
+#: the next starts a path-change candidate.
 PATH_STEP_100MS = 5.0
 #: The candidate is confirmed when this many reports in a row keep the delay within
 #: :data:`PATH_LEVEL_TOL_100MS` of the level it stepped to, each losing at most
