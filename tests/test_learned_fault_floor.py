@@ -11,6 +11,8 @@ from loki.emu.session import LinkConfig, Session, SessionConfig
 from loki.learned.controller import RatioController
 from loki.learned.fault_floor import (
     COLLAPSE_SHARE,
+    DROP_SHARE,
+    DROP_WINDOW_US,
     FEEDBACK_GAP_US,
     HOLD_US,
     LOSS_CAP_REPORTS,
@@ -238,3 +240,28 @@ def test_a_path_floor_is_not_held_for_ever():
     t = _reports(f, [0.2] * 5 + [9.8] * (PATH_CONFIRM_REPORTS + 1))
     t = _reports(f, [9.8] * ((PATH_MAX_US + PATH_HOLD_US) // 100_000 + 5), t)
     assert not f.path_holds(t)
+
+
+def test_gcc_falling_to_a_fifth_within_seconds_is_a_capacity_drop():
+    f = FaultFloor()
+    t = 0
+    for _ in range(30):  # steady at 3 Mbps, then GCC halves: caution, not a drop
+        t += 100_000
+        assert f.floor_bps(3 * MBPS, 3 * MBPS, t) == 3 * MBPS
+    t += 100_000
+    f.floor_bps(1_500_000, 1_500_000, t)
+    assert f.causes["drop"] == 0
+    t += 100_000
+    drop = int(DROP_SHARE * 3 * MBPS) - 1
+    f.floor_bps(drop, drop, t)
+    assert f.causes["drop"] == 1 and f.faults == 1
+    # Over (no detection for QUIET_US, the window's high gone), the floor is GCC's target.
+    t += DROP_WINDOW_US + QUIET_US
+    assert f.floor_bps(200_000, 300_000, t) == 300_000
+    # A slow slide over more than the window is not a drop.
+    g, t, rate = FaultFloor(), 0, 3 * MBPS
+    for _ in range(200):
+        t += 100_000
+        rate = int(rate * 0.99)
+        g.floor_bps(rate, rate, t)
+    assert g.causes["drop"] == 0

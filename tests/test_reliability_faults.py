@@ -109,15 +109,13 @@ def test_capacity_drop_10x(name: str) -> None:
 
 #: (controller, fault) pairs where the shipped models, with the fault floor
 #: (loki/learned/fault_floor.py), do not reach issue 7's recovery bar (measured; bench/faults.py
-#: prints the table): strict, so a fix shows up as a failure here. The hybrid scales the GCC
-#: beside it, whose climb after the 10x drop is slower than GCC alone's (51.0 s vs 47.4 s; the
-#: floor's reference is that GCC, so it cannot lift it). Until session 9 the RTT jump was missed
-#: by all four learned controllers (the networks read the 960 ms as a queue; the guard refused
-#: the step back down and fell back to the GCC beside them, which sat lower): the fault floor
-#: now detects a path change and holds the rate from before it (loki/LEARNING.md).
-NOT_REACHED = {
-    ("hybrid", "capacity-drop-10x"),
-}
+#: prints the table): strict, so a fix shows up as a failure here. None since session 9: the
+#: RTT jump, missed by all four learned controllers until then (the networks read the 960 ms as
+#: a queue; the guard refused the step back down and fell back to the GCC beside them, which
+#: sat lower), is a path change the floor holds the rate through; the hybrid's 10x drop (its
+#: policy scaled the climbing GCC by 0.75: 51.0 s vs GCC's 47.4 s) is a capacity-drop fault
+#: after which the floor keeps it climbing with GCC (loki/LEARNING.md).
+NOT_REACHED: set[tuple[str, str]] = set()
 
 
 def _recovery_cases() -> list:

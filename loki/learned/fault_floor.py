@@ -22,7 +22,12 @@ margin far outside normal operation):
   above which it cuts its rate);
 * the input guard refused the observation (inputs outside the training range);
 * the network's target fell below :data:`COLLAPSE_SHARE` of GCC's (the network is acting far from
-  the reference; the threshold is loose on purpose, so normal caution stays the network's).
+  the reference; the threshold is loose on purpose, so normal caution stays the network's);
+* (session 9) a capacity drop: GCC's target fell below :data:`DROP_SHARE` of its highest in the
+  last :data:`DROP_WINDOW_US` (a fifth within 5 s: a link that lost most of its capacity; GCC's
+  cut keeps the loss under its threshold, so nothing else fires). Its onset level is that
+  highest target. After it the floor keeps a controller that scales GCC down (the hybrid, by
+  0.75 while GCC climbed back after issue 7's 10x drop) climbing with GCC.
 
 While a fault is under way (feedback still missing, or another detection less than
 :data:`QUIET_US` ago) the network handles it: cutting deeper than GCC is caution, not harm, so
@@ -60,6 +65,8 @@ confirmed change is held for :data:`PATH_MAX_US` at most (a standing queue can m
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 #: No feedback for this long is an outage or a blackout (ten report intervals).
 FEEDBACK_GAP_US = 1_000_000
@@ -106,6 +113,11 @@ PATH_MAX_LEVEL_100MS = 25.0
 #: mimics a path change (a short outage's backlog with the rate held at capacity) is not held
 #: on to for longer.
 PATH_MAX_US = 15_000_000
+#: A capacity drop: the GCC beside the network falls below this share of its highest target
+#: within :data:`DROP_WINDOW_US`. (On the development set it moved every learned controller's
+#: figures by at most 2 points; loki/LEARNING.md, session 9.)
+DROP_SHARE = 0.2
+DROP_WINDOW_US = 5_000_000
 
 
 class FaultFloor:
@@ -128,6 +140,7 @@ class FaultFloor:
         "_point_until_us",
         "_prev_qdelay",
         "_prev_target_bps",
+        "_recent_gcc",
         "capped",
         "causes",
         "faults",
@@ -158,7 +171,10 @@ class FaultFloor:
             "guard": 0,
             "collapse": 0,
             "path": 0,
+            "drop": 0,
         }
+        #: (time, GCC's target) at the decisions of the last DROP_WINDOW_US.
+        self._recent_gcc: deque[tuple[int, int]] = deque()
         self._prev_qdelay: float | None = None
         self._prev_target_bps = 0
         #: The delay level of a path-change candidate (or of a confirmed change), else None.
@@ -290,6 +306,7 @@ class FaultFloor:
         """
         if proposed_bps < COLLAPSE_SHARE * gcc_bps:
             self._fault("collapse", at_us, gcc_bps)
+        self._check_drop(gcc_bps, at_us)
         if not self.active(proposed_bps, at_us):
             return proposed_bps
         floor = min(gcc_bps, self._onset_bps)
@@ -299,6 +316,16 @@ class FaultFloor:
             self.floored += 1
             return floor
         return proposed_bps
+
+    def _check_drop(self, gcc_bps: int, at_us: int) -> None:
+        """A capacity drop: GCC's target below DROP_SHARE of its highest in DROP_WINDOW_US."""
+        recent = self._recent_gcc
+        while recent and recent[0][0] < at_us - DROP_WINDOW_US:
+            recent.popleft()
+        recent.append((at_us, gcc_bps))
+        high = max(v for _, v in recent)
+        if gcc_bps < DROP_SHARE * high:
+            self._fault("drop", at_us, high)
 
     def cap_bps(self, proposed_bps: int, at_us: int) -> int:
         """The target to use after a decision: ``proposed_bps``, or the loss cap while loss is
