@@ -140,3 +140,25 @@ def test_a_path_change_reaches_the_session_link(tmp_path):
     spec = EpisodeSpec(paths[0], 0, 30, 100, 0.0, 5.0, 1, path_change=(1_000, 3_000, 400))
     assert spec.link().path_delay_steps_ms == ((1_000, 3_000, 400),)
     assert EpisodeSpec(paths[0], 0, 30, 100, 0.0, 5.0, 1).link().path_delay_steps_ms == ()
+
+
+def test_bursty_links_are_drawn_only_when_asked(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=3)])
+    rng = np.random.default_rng(2)
+    specs = [draw_spec(paths, rng, 30.0, LinkRanges(bursty_share=0.5)) for _ in range(400)]
+    assert 0.42 < sum(s.bursty for s in specs) / len(specs) < 0.58
+    # Without the option nothing more is drawn (the committed models' episodes).
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    assert [draw_spec(paths, a, 30.0, LinkRanges()) for _ in range(5)] == [
+        draw_spec(paths, b, 30.0, LinkRanges(bursty_share=0.0)) for _ in range(5)
+    ]
+
+
+def test_a_bursty_spec_retimes_its_link_and_keeps_its_capacity(tmp_path):
+    paths = training_trace_paths([_family(tmp_path, "fam", n=1)])
+    plain = EpisodeSpec(paths[0], 700, 30, 100, 0.0, 5.0, 9).link().trace
+    bursty = EpisodeSpec(paths[0], 700, 30, 100, 0.0, 5.0, 9, bursty=True).link().trace
+    assert bursty.period_ms == plain.period_ms
+    assert bursty.opportunities_ms.size == plain.opportunities_ms.size
+    assert not np.array_equal(bursty.opportunities_ms, plain.opportunities_ms)
+    assert bursty.opportunities_between(0, 2_000) == plain.opportunities_between(0, 2_000)

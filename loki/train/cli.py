@@ -91,6 +91,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "100-1000 ms for 2-15 s and back (a handover; default 0: none)",
     )
     p.add_argument(
+        "--bursty",
+        type=float,
+        metavar="SHARE",
+        help="share of training episodes whose deliveries are re-timed as a Poisson process "
+        "within each second (a packet-level link's jitter on a cooked trace; default 0: none); "
+        "also for 'loki train risk'",
+    )
+    p.add_argument(
         "--log-std-init",
         type=float,
         help="rl/loki/hybrid: initial log std of the exploration noise (log2 rate units; "
@@ -159,6 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"--path-changes must be a share in [0, 1], got {share}")
     common = {
         "path_change_share": share or 0.0,
+        "bursty_share": args.bursty or 0.0,
         "traces": args.traces,
         "steps": args.steps or DEFAULT_STEPS[args.model],
         "seed": args.seed,
@@ -208,6 +217,7 @@ def _train_risk(args: argparse.Namespace) -> int:
         smoothing=args.risk_smoothing,
         out=args.out,
         logs=args.logs[0] if args.logs else None,
+        bursty_share=args.bursty or 0.0,
     )
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")

@@ -55,6 +55,7 @@ from loki.train.common import (
 from loki.train.data import (
     EpisodeSpec,
     LinkRanges,
+    bursty_text,
     draw_spec,
     path_change_text,
     split_by_trace,
@@ -238,7 +239,9 @@ def train(args: CloneArgs) -> Path:
         synthetic = write_synthetic_family(out)
         val_paths, fit_paths = val_paths + synthetic, fit_paths + synthetic
     ranges = LinkRanges()
-    fit_ranges = replace(ranges, path_change_share=args.path_change_share)
+    fit_ranges = replace(
+        ranges, path_change_share=args.path_change_share, bursty_share=args.bursty_share
+    )
     decisions_per_episode = int(args.episode_s * 10)
     episodes = max(2, args.steps // (args.iterations * decisions_per_episode))
     bal = args.balance_families
@@ -405,7 +408,8 @@ def _card(
                 f"Training families (held-out family never used): {n_fit} traces for fitting, "
                 f"{n_val} for the closed-loop check; links drawn per episode: one-way delay "
                 f"10-80 ms, drop-tail queue 50-400 packets, random loss 0 (half the episodes) "
-                f"or 0-2 %{path_change_text(args.path_change_share)}; "
+                f"or 0-2 %{path_change_text(args.path_change_share)}"
+                f"{bursty_text(args.bursty_share)}; "
                 f"{args.episode_s:.0f} s episodes; {meta['samples']} labelled decisions over "
                 f"{args.iterations} DAgger iterations (beta 1, 0.5, ... , 0); exported: iteration "
                 f"{meta['exported_iteration']}, the one whose closed loop is nearest GCC on the "

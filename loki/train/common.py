@@ -41,6 +41,9 @@ class TrainArgs:
     #: Share of training episodes with a path change (data.draw_path_change); 0: none, and the
     #: episodes are drawn exactly as before the option existed. Validation links have none.
     path_change_share: float = 0.0
+    #: Share of training episodes with Poisson-timed deliveries (``--bursty``,
+    #: traces.poisson_delivery); 0: none, drawn exactly as before. Validation links have none.
+    bursty_share: float = 0.0
     #: The exact command line, for the model card.
     command: str = field(default_factory=lambda: shlex.join(["loki", *sys.argv[1:]]))
 

@@ -21,6 +21,7 @@ from loki.emu.session import LinkConfig
 from traces import generators
 from traces.load import find_traces, load_trace, trace_family
 from traces.mahimahi import write_mahimahi
+from traces.poisson_delivery import poisson_delivery
 from traces.trace import Trace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +137,10 @@ class LinkRanges:
     path_change_share: float = 0.0
     path_extra_ms: tuple[int, int] = (100, 1000)
     path_change_s: tuple[float, float] = (2.0, 15.0)
+    #: Share of episodes whose deliveries are re-timed as a Poisson process within each
+    #: second (``--bursty``, traces.poisson_delivery). 0 by default, and then nothing more is
+    #: drawn, as for path changes.
+    bursty_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -151,10 +156,16 @@ class EpisodeSpec:
     seed: int
     #: ``(start_ms, end_ms, extra_ms)``: one path change, or None.
     path_change: tuple[int, int, int] | None = None
+    #: Deliveries re-timed as a Poisson process within each second (traces.poisson_delivery),
+    #: drawn from ``seed``.
+    bursty: bool = False
 
     def link(self) -> LinkConfig:
+        trace = rotate(cached_trace(self.trace_path), self.offset_ms)
+        if self.bursty:
+            trace = poisson_delivery(trace, self.seed)
         return LinkConfig(
-            trace=rotate(cached_trace(self.trace_path), self.offset_ms),
+            trace=trace,
             delay_ms=self.delay_ms,
             queue_packets=self.queue_packets,
             loss=self.loss,
@@ -218,7 +229,19 @@ def draw_spec(
     )
     if ranges.path_change_share > 0 and rng.random() < ranges.path_change_share:
         spec = replace(spec, path_change=draw_path_change(rng, duration_s, ranges))
+    if ranges.bursty_share > 0 and rng.random() < ranges.bursty_share:
+        spec = replace(spec, bursty=True)
     return spec
+
+
+def bursty_text(share: float) -> str:
+    """The model card's words for ``--bursty`` ('' when off)."""
+    if share <= 0:
+        return ""
+    return (
+        f"; deliveries re-timed as a Poisson process within each second in {share:.0%} of "
+        f"the fitting episodes"
+    )
 
 
 def path_change_text(share: float) -> str:

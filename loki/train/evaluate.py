@@ -51,7 +51,9 @@ def clone_gap(clone_kbps: float, gcc_kbps: float, clone_stall: float, gcc_stall:
     return max(kbps, stall)
 
 
-def specs_for(family_dir: Path, sample: int | None, seed: int) -> list[EpisodeSpec]:
+def specs_for(
+    family_dir: Path, sample: int | None, seed: int, bursty: bool = False
+) -> list[EpisodeSpec]:
     paths = [str(p) for p in find_traces(family_dir)]
     if sample is not None and sample < len(paths):
         rng = np.random.default_rng(seed)
@@ -70,6 +72,7 @@ def specs_for(family_dir: Path, sample: int | None, seed: int) -> list[EpisodeSp
                         loss,
                         DURATION_S,
                         seed=seed + 1000 * i + 10 * w + j,
+                        bursty=bursty,
                     )
                 )
     return specs
@@ -173,7 +176,7 @@ def curve_positions(summary: dict, baseline: str = "gcc") -> dict[str, dict]:
 
 
 def _spec_key(spec: EpisodeSpec, controller: str) -> tuple:
-    return (spec.trace_path, spec.offset_ms, spec.delay_ms, spec.loss, controller)
+    return (spec.trace_path, spec.offset_ms, spec.delay_ms, spec.loss, int(spec.bursty), controller)
 
 
 def _key(row: dict) -> tuple:
@@ -182,6 +185,7 @@ def _key(row: dict) -> tuple:
         int(row["offset_ms"]),
         int(row["delay_ms"]),
         float(row["loss"]),
+        int(row.get("bursty", 0)),
         row["controller"],
     )
 
@@ -214,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run GCC x " + "/".join(f"{f:g}" for f in CURVE_FACTORS) + " (scaled:F:gcc) and "
         "place every controller against that curve: its stall vs the curve's at equal bitrate",
     )
+    p.add_argument(
+        "--bursty",
+        action="store_true",
+        help="re-time every session's deliveries as a Poisson process within each second "
+        "(traces.poisson_delivery): the family's rates with a packet-level link's jitter",
+    )
     args = p.parse_args(argv)
     controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
     if "gcc" not in controllers:
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for c in controllers:
             check_controller(c)
-        specs = specs_for(args.traces, args.sample, args.seed)
+        specs = specs_for(args.traces, args.sample, args.seed, args.bursty)
     except (TraceError, ValueError, OSError) as e:
         p.error(str(e))
     if not specs:
@@ -244,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in rows if _key(r) in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "sessions.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # Rows kept from a run before a column existed (``bursty``) write it as 0.
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(f, fieldnames=fields, restval=0)
         w.writeheader()
         w.writerows(rows)
     summary = summarise(rows, controllers)

@@ -117,8 +117,8 @@ def split_traces(args: PpoArgs) -> tuple[list[str], list[str]]:
     return split_by_trace(training_trace_paths(args.traces), rng, args.val_share)
 
 
-def _env(paths, factory, episode_s, seed, reward, path_change_share=0.0):
-    ranges = LinkRanges(path_change_share=path_change_share)
+def _env(paths, factory, episode_s, seed, reward, path_change_share=0.0, bursty_share=0.0):
+    ranges = LinkRanges(path_change_share=path_change_share, bursty_share=bursty_share)
     return ControllerEnv(
         paths, factory, episode_s=episode_s, ranges=ranges, reward=reward, seed=seed
     )
@@ -137,6 +137,7 @@ def make_envs(args: PpoArgs, paths: list[str], controller_cls):
             args.seed * 1000 + i,
             args.reward,
             args.path_change_share,
+            args.bursty_share,
         )
         for i in range(n_envs)
     ]

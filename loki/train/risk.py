@@ -22,7 +22,7 @@ import numpy as np
 
 from loki.experience import LOG_SUFFIX, find_logs, log_emulated_session
 from loki.learned.models import model_path, without_risk_layer
-from loki.train.data import LinkRanges, draw_spec, training_trace_paths
+from loki.train.data import LinkRanges, bursty_text, draw_spec, training_trace_paths
 from loki.train.online import RISK_K, train_online_risk
 from loki.train.parallel import Executor
 
@@ -46,6 +46,7 @@ def log_sessions(
     workers: int,
     explore_std: float = EXPLORE_STD,
     session_s: float = SESSION_S,
+    bursty_share: float = 0.0,
 ) -> None:
     """Log ``sessions`` emulated sessions of ``model`` on links drawn over ``traces``.
 
@@ -55,7 +56,7 @@ def log_sessions(
     rng = np.random.default_rng(seed)
     jobs = []
     for k in range(sessions):
-        spec = draw_spec(traces, rng, session_s, LinkRanges())
+        spec = draw_spec(traces, rng, session_s, LinkRanges(bursty_share=bursty_share))
         jobs.append(
             (spec, model, str(out / f"s{k:04d}{LOG_SUFFIX}"), explore_std, seed * 100_000 + k)
         )
@@ -75,6 +76,7 @@ def train_risk(
     smoothing: float = 1.0,
     out: Path | None = None,
     logs: Path | None = None,
+    bursty_share: float = 0.0,
 ) -> tuple[Path, dict]:
     """Log the network of ``from_model`` (default: the shipped loki) on the training traces,
     fit the layer, write ``out`` (default: the shipped loki's folder). Returns the model file
@@ -90,6 +92,8 @@ def train_risk(
         raise ValueError(f"--risk-k must be a number >= 0, got {k}")
     if not 0 < smoothing <= 1:
         raise ValueError(f"--risk-smoothing must be in (0, 1], got {smoothing}")
+    if not 0.0 <= bursty_share <= 1.0:
+        raise ValueError(f"--bursty must be a share in [0, 1], got {bursty_share}")
     if logs is not None and logs.exists() and find_logs([logs]):
         raise ValueError(f"{logs} already holds experience logs: give an empty or new folder")
     paths = training_trace_paths(traces)  # refuses the held-out family, loads every trace
@@ -100,7 +104,16 @@ def train_risk(
     with tempfile.TemporaryDirectory(prefix="loki-risk-") as tmp:
         network = without_risk_layer(source, Path(tmp) / "network.npz")
         log_dir = logs if logs is not None else Path(tmp) / "logs"
-        log_sessions(str(network), paths, log_dir, sessions, seed, workers, session_s=session_s)
+        log_sessions(
+            str(network),
+            paths,
+            log_dir,
+            sessions,
+            seed,
+            workers,
+            session_s=session_s,
+            bursty_share=bursty_share,
+        )
         figures = train_online_risk(
             [log_dir], network, out_file, k=k, smoothing=smoothing, source=source
         )
@@ -110,13 +123,14 @@ def train_risk(
         f"loki train risk --seed {seed} --sessions {sessions} --risk-k {k:g}"
         + (f" --session-s {session_s:g}" if session_s != SESSION_S else "")
         + (f" --risk-smoothing {smoothing:g}" if smoothing != 1.0 else "")
+        + (f" --bursty {bursty_share:g}" if bursty_share > 0 else "")
         + (f" --from {source}" if from_model is not None else "")
         + (" --traces " + " ".join(map(str, traces)) if traces else "")
     )
     section = (
         f"{CARD_MARKER}\n## Stall-risk layer\n\nMade by `{command}` ({sessions} logged sessions "
         f"of {session_s:g} s of the network alone on {len(paths)} training traces, exploration "
-        f"std {EXPLORE_STD:g}).\n\n" + layer_card.split("\n", 2)[2]
+        f"std {EXPLORE_STD:g}{bursty_text(bursty_share)}).\n\n" + layer_card.split("\n", 2)[2]
     )
     card.write_text((head + "\n\n" + section) if head else section)
     return out_file, figures
