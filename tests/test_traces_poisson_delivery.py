@@ -1,4 +1,4 @@
-"""Poisson-timed deliveries: each second keeps its capacity; its milliseconds are drawn."""
+"""Poisson-timed deliveries: each 200 ms keeps its capacity; its milliseconds are drawn."""
 
 import numpy as np
 import pytest
@@ -7,12 +7,13 @@ from traces.generators import constant, steps
 from traces.poisson_delivery import poisson_delivery
 
 
-def _per_window(ops: np.ndarray, window_ms: int = 1000) -> np.ndarray:
+def _per_window(ops: np.ndarray, window_ms: int = 200) -> np.ndarray:
     return np.bincount((np.maximum(ops, 1) - 1) // window_ms)
 
 
-def test_every_second_keeps_its_opportunities_and_the_period_stays():
-    trace = steps([(3_000, 2e6), (2_000, 0.3e6), (3_500, 6e6)])
+def test_every_window_keeps_its_opportunities_and_the_period_stays():
+    """200 ms windows: OpenNetLab's capacity steps every 200 ms survive."""
+    trace = steps([(3_000, 2e6), (200, 0.3e6), (400, 6e6), (200, 0), (3_300, 1e6)])
     out = poisson_delivery(trace, seed=3)
     assert out.period_ms == trace.period_ms
     assert out.opportunities_ms.size == trace.opportunities_ms.size
@@ -42,9 +43,9 @@ def test_same_seed_same_trace_and_other_seeds_differ():
 
 
 def test_a_short_last_window_stays_inside_the_period():
-    trace = constant(12e6, 1_500)  # the last window is 500 ms long
+    trace = constant(12e6, 1_150)  # the last window is 150 ms long
     out = poisson_delivery(trace, seed=0).opportunities_ms
-    assert out.max() == 1_500
+    assert out.max() == 1_150
     assert np.count_nonzero(out > 1_000) == np.count_nonzero(trace.opportunities_ms > 1_000)
 
 

@@ -10,7 +10,11 @@ sees the short-term delivery noise that a real cellular link's one-way delays ca
 :func:`poisson_delivery` keeps every window's number of delivery opportunities (so the rate a
 controller could reach, second by second, is unchanged) and draws their milliseconds
 uniformly inside the window: given the count, that is a Poisson process at the window's rate.
-Nothing is fitted to any trace set; the window is the cooked traces' usual sample period.
+Nothing is fitted to any trace set. The window is the shortest sample period among the shared
+cooked sources (OpenNetLab's patterns change every 200 ms; the others every second, so they
+are constant over it too): a longer window would erase real rate changes. (A first version used
+1 s windows: on the OpenNetLab traces it smoothed away their 200 ms capacity steps, and GCC
+sent five times more on them; loki/LEARNING.md, session 10.)
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import numpy as np
 
 from traces.trace import Trace
 
-#: The cooked traces' sample period: the rate stays that of the source within each window.
-WINDOW_MS = 1_000
+#: The shortest sample period of the shared cooked sources (OpenNetLab: 200 ms).
+WINDOW_MS = 200
 
 
 def poisson_delivery(trace: Trace, seed: int, window_ms: int = WINDOW_MS) -> Trace:
@@ -38,7 +42,7 @@ def poisson_delivery(trace: Trace, seed: int, window_ms: int = WINDOW_MS) -> Tra
         return trace
     rng = np.random.default_rng(seed)
     body = ops[:-1]
-    # Window k covers milliseconds (k * w, (k + 1) * w]: 1..1000, 1001..2000, ...
+    # Window k covers milliseconds (k * w, (k + 1) * w]: 1..200, 201..400, ...
     window = (np.maximum(body, 1) - 1) // window_ms
     lo = window * window_ms + 1
     hi = np.minimum((window + 1) * window_ms, period)

@@ -95,7 +95,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         metavar="SHARE",
         help="share of training episodes whose deliveries are re-timed as a Poisson process "
-        "within each second (a packet-level link's jitter on a cooked trace; default 0: none); "
+        "within each 200 ms (a packet-level link's jitter on a cooked trace; default 0: none); "
         "also for 'loki train risk'",
     )
     p.add_argument(

@@ -138,7 +138,7 @@ class LinkRanges:
     path_extra_ms: tuple[int, int] = (100, 1000)
     path_change_s: tuple[float, float] = (2.0, 15.0)
     #: Share of episodes whose deliveries are re-timed as a Poisson process within each
-    #: second (``--bursty``, traces.poisson_delivery). 0 by default, and then nothing more is
+    #: 200 ms (``--bursty``, traces.poisson_delivery). 0 by default, and then nothing more is
     #: drawn, as for path changes.
     bursty_share: float = 0.0
 
@@ -156,7 +156,7 @@ class EpisodeSpec:
     seed: int
     #: ``(start_ms, end_ms, extra_ms)``: one path change, or None.
     path_change: tuple[int, int, int] | None = None
-    #: Deliveries re-timed as a Poisson process within each second (traces.poisson_delivery),
+    #: Deliveries re-timed as a Poisson process within each 200 ms (traces.poisson_delivery),
     #: drawn from ``seed``.
     bursty: bool = False
 
@@ -239,7 +239,7 @@ def bursty_text(share: float) -> str:
     if share <= 0:
         return ""
     return (
-        f"; deliveries re-timed as a Poisson process within each second in {share:.0%} of "
+        f"; deliveries re-timed as a Poisson process within each 200 ms in {share:.0%} of "
         f"the fitting episodes"
     )
 

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--bursty",
         action="store_true",
-        help="re-time every session's deliveries as a Poisson process within each second "
+        help="re-time every session's deliveries as a Poisson process within each 200 ms "
         "(traces.poisson_delivery): the family's rates with a packet-level link's jitter",
     )
     args = p.parse_args(argv)
