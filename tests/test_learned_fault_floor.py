@@ -265,3 +265,23 @@ def test_gcc_falling_to_a_fifth_within_seconds_is_a_capacity_drop():
         rate = int(rate * 0.99)
         g.floor_bps(rate, rate, t)
     assert g.causes["drop"] == 0
+
+
+def test_the_drop_window_remembers_its_highest_target_until_it_ages_out():
+    """GCC at 5 Mbps, then lower targets: the 5 Mbps counts until it is DROP_WINDOW_US old,
+    then the highest of what is left (2 Mbps) does."""
+    f = FaultFloor()
+    f.floor_bps(5 * MBPS, 5 * MBPS, 1_000_000)
+    f.floor_bps(2 * MBPS, 2 * MBPS, 2_000_000)
+    f.floor_bps(1_500_000, 1_500_000, 3_000_000)
+    assert f.causes["drop"] == 0
+    f.floor_bps(990_000, 990_000, 1_000_000 + DROP_WINDOW_US)  # below a fifth of 5 Mbps
+    assert f.causes["drop"] == 1
+    g = FaultFloor()
+    g.floor_bps(5 * MBPS, 5 * MBPS, 1_000_000)
+    g.floor_bps(2 * MBPS, 2 * MBPS, 2_000_000)
+    g.floor_bps(1_500_000, 1_500_000, 3_000_000)
+    g.floor_bps(990_000, 990_000, 1_000_001 + DROP_WINDOW_US)  # the 5 Mbps has aged out
+    assert g.causes["drop"] == 0
+    g.floor_bps(390_000, 390_000, 1_500_000 + DROP_WINDOW_US)  # below a fifth of 2 Mbps
+    assert g.causes["drop"] == 1
