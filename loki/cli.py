@@ -72,6 +72,12 @@ def _add_link_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", type=_probability, default=0.0, help="random uplink loss")
     p.add_argument("--duration-s", type=_positive_float, help="default: one trace period, <= 600 s")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--poisson-delivery",
+        action="store_true",
+        help="re-time the trace's deliveries as a Poisson process within each 200 ms, drawn "
+        "from --seed: a packet-level link's jitter on a trace cooked from a throughput series",
+    )
 
 
 def _load_link_trace(args: argparse.Namespace):
@@ -81,10 +87,16 @@ def _load_link_trace(args: argparse.Namespace):
 
     try:
         if args.trace is not None:
-            return load_trace(args.trace)
-        return get_builtin(args.builtin or DEFAULT_BUILTIN)
+            trace = load_trace(args.trace)
+        else:
+            trace = get_builtin(args.builtin or DEFAULT_BUILTIN)
     except (TraceError, ValueError, OSError) as e:
         raise CliError(str(e)) from e
+    if getattr(args, "poisson_delivery", False):
+        from traces.poisson_delivery import poisson_delivery
+
+        trace = poisson_delivery(trace, args.seed)
+    return trace
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
