@@ -151,6 +151,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             from loki.cli import CliError
 
             raise CliError(f"{flag} is for 'loki train risk' only")
+    if args.model == "online" and args.bursty is not None:
+        from loki.cli import CliError
+
+        raise CliError("--bursty is for 'loki train clone|rl|loki|hybrid|risk'")
     if args.model == "online":
         from loki.train.online import cmd_train_online
 
@@ -165,6 +169,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from loki.cli import CliError
 
         raise CliError(f"--path-changes must be a share in [0, 1], got {share}")
+    if args.bursty is not None and not 0.0 <= args.bursty <= 1.0:
+        from loki.cli import CliError
+
+        raise CliError(f"--bursty must be a share in [0, 1], got {args.bursty}")
     common = {
         "path_change_share": share or 0.0,
         "bursty_share": args.bursty or 0.0,
