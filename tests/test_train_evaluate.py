@@ -67,3 +67,36 @@ def test_gcc_curve_runs_and_reports_the_placement(tmp_path, capsys) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["gcc_curve"]) == {"fixed:2000"}
     assert {curve_name(f) for f in CURVE_FACTORS} <= set(summary)
+
+
+def test_several_families_run_as_one_evaluation_with_a_summary_per_family(tmp_path) -> None:
+    folders = []
+    # 12 Mbps and 1 Mbps constant links (one 1504-byte opportunity per ms, per 12 ms).
+    for name, rate in (("fast_family", range(1, 301)), ("slow_family", range(1, 301, 12))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "link.mahi").write_text("\n".join(str(t) for t in rate) + "\n")
+        folders.append(str(folder))
+    out = tmp_path / "out"
+    argv = ["--traces", *folders, "--controllers", "gcc,fixed:1500", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["families"]) == {"fast_family", "slow_family"}
+    per_family = [summary["families"][f]["gcc"]["sessions"] for f in summary["families"]]
+    assert per_family[0] > 0 and sum(per_family) == summary["gcc"]["sessions"]
+    # A fixed 1.5 Mbps stream fits the fast link and overruns the slow one.
+    fast = summary["families"]["fast_family"]["fixed:1500"]["stall_mean"]
+    slow = summary["families"]["slow_family"]["fixed:1500"]["stall_mean"]
+    assert fast < slow and slow > 0.1
+
+
+def test_an_empty_family_folder_is_named(tmp_path, capsys) -> None:
+    good = tmp_path / "fam"
+    good.mkdir()
+    (good / "link.mahi").write_text("\n".join(str(t) for t in range(1, 301)) + "\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        main(["--traces", str(good), str(empty), "--out", str(tmp_path / "out")])
+    assert f"under {empty}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Evaluate the learned controllers against GCC, paired, on a trace family
+"""Evaluate the learned controllers against GCC, paired, on trace families
 (``python -m loki.train.evaluate``).
 
 The protocol is fixed here, before any result is seen, and is the same for every controller:
@@ -9,7 +9,9 @@ percentile of the per-session stall rate, mean of the per-session p95 frame dela
 |log2 rate change| per decision, guard fallbacks; each paired against GCC (relative
 difference, with a bootstrap 95 % interval over sessions). The held-out family
 (``mahimahi_cellular_us``) is evaluated once the models are final; the training families
-(``--sample`` traces each) serve for development.
+(``--sample`` traces each) serve for development. Several ``--traces`` folders run as one
+evaluation (the development set is one command: the four training families, ``--sample 3``,
+144 sessions), summarised over all their sessions and per family.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from loki.argtypes import positive_int
 from loki.train.data import EpisodeSpec, cached_trace
 from loki.train.parallel import Executor
 from loki.train.rollout import check_controller, run_session
-from traces.load import find_traces
+from traces.load import find_traces, trace_family
 from traces.trace import TraceError
 
 WINDOWS = 4
@@ -205,7 +207,9 @@ def _read_sessions(path: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--traces", type=Path, required=True, help="a family folder")
+    p.add_argument(
+        "--traces", type=Path, nargs="+", required=True, help="one or more family folders"
+    )
     p.add_argument("--controllers", default="gcc,gcc-clone,rl,hybrid,loki")
     p.add_argument("--sample", type=positive_int, help="at most N traces of the family (seeded)")
     p.add_argument("--seed", type=int, default=0)
@@ -236,11 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for c in controllers:
             check_controller(c)
-        specs = specs_for(args.traces, args.sample, args.seed, args.bursty)
+        specs = []
+        for folder in args.traces:
+            found = specs_for(folder, args.sample, args.seed, args.bursty)
+            if not found:
+                p.error(f"no traces under {folder}")
+            specs += found
     except (TraceError, ValueError, OSError) as e:
         p.error(str(e))
-    if not specs:
-        p.error(f"no traces under {args.traces}")
     # Sessions already in the output folder are kept (a later run adds controllers).
     done = _read_sessions(args.out / "sessions.csv")
     have = {_key(r) for r in done}
@@ -263,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     positions = curve_positions(summary)
     if positions:
         summary["gcc_curve"] = positions
+    families = sorted({trace_family(r["trace"]) for r in rows})
+    if len(families) > 1:
+        summary["families"] = {
+            f: summarise([r for r in rows if trace_family(r["trace"]) == f], controllers)
+            for f in families
+        }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     width = max(10, *(len(c) for c in controllers))
     for c in controllers:
