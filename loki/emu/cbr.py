@@ -169,14 +169,25 @@ def _run_with_host_timing(
     if kinds.count(Link) != 1 or not all(k is Delay for k in kinds[kinds.index(Link) + 1 :]):
         raise ValueError("host timing needs a path of [loss], link, delay (uplink_path)")
     at = kinds.index(Link)
-    enter_us = send_us + host.hop_us
+    # The kernel's own packets share the link with the source's (host.chatter), then leave
+    # the log: merged in time order, the source's marked.
+    n = send_us.size
+    extra_us = np.array([t for t, _ in host.chatter], dtype=np.int64)
+    extra_bytes = np.array([b for _, b in host.chatter], dtype=np.int64)
+    all_send = np.concatenate([send_us, extra_us])
+    order = np.argsort(all_send, kind="stable")
+    enter_us = all_send[order] + host.hop_us
+    sizes = np.concatenate([size_bytes, extra_bytes])[order]
     exit_ms = np.asarray(enter_us // US_PER_MS, dtype=np.int64)
     for stage in stages[: at + 1]:
         alive = exit_ms != DROPPED
-        exit_ms[alive] = stage.send_batch(exit_ms[alive], size_bytes[alive])
+        exit_ms[alive] = stage.send_batch(exit_ms[alive], sizes[alive])
     delay_ms = sum(s.delay_ms for s in stages[at + 1 :])
     link = stages[at]
-    release = host.release_us(enter_us, exit_ms, link.trace, delay_ms)
+    merged = host.release_us(enter_us, exit_ms, link.trace, delay_ms)
+    release = np.empty(n)
+    source = order < n
+    release[order[source]] = merged[source]
     arrival_us = np.where(release == DROPPED, DROPPED, np.floor(release)).astype(np.int64)
     arrival_ms = np.where(arrival_us == DROPPED, DROPPED, arrival_us // US_PER_MS)
     return CbrLog(send_us, arrival_ms, size_bytes, arrival_us)
