@@ -3,8 +3,9 @@
     # once, as root (mahimahi is not in Debian 12's archive; bullseye's build runs here):
     #   a bullseye apt source, apt-get install mahimahi, then remove the source again;
     #   sysctl -w net.ipv4.ip_forward=1; useradd -m mm (mahimahi refuses to run as root);
-    #   mahimahi's setuid tools call iptables, which refuses a real uid that is not root, so
-    #   /etc/alternatives/iptables points at a wrapper that sets the real uid to 0 first.
+    #   mahimahi's setuid tools call iptables, which exits 111 when the real uid is not root,
+    #   so /etc/alternatives/iptables points, while measuring, at a small program that calls
+    #   setuid(0) and then execs xtables-nft-multi; put both back afterwards.
     python bench/real_mahimahi.py --user mm --json bench/results/real-mahimahi/rows.json
 
 The four rows of ``../shared/docs/mahimahi-link.md`` (constant 12 Mbps, ``mm-delay 20``,
