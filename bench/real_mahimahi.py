@@ -7,6 +7,8 @@
     #   so /etc/alternatives/iptables points, while measuring, at a small program that calls
     #   setuid(0) and then execs xtables-nft-multi; put both back afterwards.
     python bench/real_mahimahi.py --user mm --json bench/results/real-mahimahi/rows.json
+    python bench/real_mahimahi.py --user mm --trace T.mahi --rate-kbps 1500 --seconds 70 \
+        --queue-packets 100 --json bench/results/real-mahimahi/trace.json
 
 The four rows of ``../shared/docs/mahimahi-link.md`` (constant 12 Mbps, ``mm-delay 20``,
 1472-byte UDP payloads): a sender inside ``mm-delay 20 mm-link`` stamps each packet with
@@ -228,6 +230,86 @@ def link_log_figures(path: Path) -> dict:
     }
 
 
+def link_log_times(path: Path) -> tuple[int, int, list[tuple[int, int]]]:
+    """(base ms, first source packet ms, [(ms, bytes) of the other packets]) from mm-link's log:
+    where the trace started, when the source's first packet arrived, and the kernel's own."""
+    base = first = None
+    stray = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# base timestamp:"):
+            base = int(line.split(":")[1])
+        parts = line.split()
+        if line.startswith("#") or len(parts) < 3 or parts[1] != "+":
+            continue
+        if parts[2] == "1504":
+            first = int(parts[0]) if first is None else first
+        else:
+            stray.append((int(parts[0]), int(parts[2])))
+    if base is None or first is None:
+        raise ValueError(f"{path}: no base timestamp or no source packet in mm-link's log")
+    return base, first, stray
+
+
+def compare_trace(
+    user: str, trace_path: Path, rate_bps: int, seconds: float, queue: int | None, work: Path
+) -> dict:
+    """One row on a real trace, precisely paced (C, even), against the emulator's replay of the
+    same run: the trace started where mm-link's log says the source's first packet met it,
+    and the kernel's packets the log shows at their times."""
+    import numpy as np
+
+    from loki.emu.cbr import run_cbr
+    from loki.emu.host_timing import MahimahiHostTiming
+    from loki.emu.link import DropTail
+    from loki.emu.path import uplink_path
+    from loki.train.data import rotate
+    from traces.load import load_trace
+
+    local = work / "trace.mahi"
+    local.write_bytes(Path(trace_path).read_bytes())
+    os.chmod(local, 0o644)
+    qargs = ("--uplink-queue=droptail", f"--uplink-queue-args=packets={queue}") if queue else ()
+    name = "trace"
+    real = run_row(user, local, (name, rate_bps, seconds, qargs), "c-even", work)
+    base, first, stray = link_log_times(work / "logs" / f"{name}-c-even.log")
+    d = np.loadtxt(work / f"{name}-c-even.csv", delimiter=",", dtype=np.int64, ndmin=2)
+    real_ms = np.full(int(d[:, 0].max()) + 1, np.nan)
+    real_ms[d[:, 0]] = (d[:, 2] - d[:, 1]) / 1e6
+    host = MahimahiHostTiming(chatter=tuple(((t - first) * 1000, b - 4) for t, b in stray))
+    path = uplink_path(
+        rotate(load_trace(local), first - base),
+        DELAY_MS,
+        queue=DropTail(limit_packets=queue) if queue else None,
+    )
+    log = run_cbr(path, rate_bps, round(seconds * 1000), PAYLOAD_BYTES, host=host)
+    emu_ms = np.full(log.send_us.size, np.nan)
+    emu_ms[log.delivered] = log.one_way_delay_ms()
+    n = min(real_ms.size, emu_ms.size)
+    both = ~np.isnan(real_ms[:n]) & ~np.isnan(emu_ms[:n])
+    diff = real_ms[:n][both] - emu_ms[:n][both]
+    lost_real, lost_emu = np.isnan(real_ms[:n]), np.isnan(emu_ms[:n])
+
+    def pct(a: np.ndarray) -> dict:
+        return {f"p{q}": float(np.percentile(a, q)) for q in (5, 50, 95, 99)}
+
+    return {
+        "trace": str(trace_path),
+        "rate_bps": rate_bps,
+        "seconds": seconds,
+        "queue_packets": queue,
+        "trace_offset_ms": first - base,
+        "kernel_packets": len(stray),
+        "real": {**pct(real_ms[~np.isnan(real_ms)]), "loss": float(lost_real.mean())},
+        "emulator": {**pct(emu_ms[~np.isnan(emu_ms)]), "loss": float(lost_emu.mean())},
+        "same_packet_lost_or_not": float((lost_real == lost_emu).mean()),
+        "per_packet_real_minus_emulator_ms": {
+            "median": float(np.median(diff)),
+            "abs_p95": float(np.percentile(np.abs(diff), 95)),
+        },
+        "real_row": real,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--send":
@@ -239,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--user", required=True, help="the non-root user that runs mahimahi")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--trace", type=Path, help="compare one run on this trace with the emulator")
+    p.add_argument("--rate-kbps", type=int, default=1500, help="with --trace: the CBR rate")
+    p.add_argument("--seconds", type=float, default=70.0, help="with --trace: how long it sends")
+    p.add_argument(
+        "--queue-packets", type=int, help="with --trace: drop-tail queue (default: none)"
+    )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("run as root (the receiver binds a port and the sender runs as --user)")
@@ -248,12 +336,26 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(work, 0o755)
         (work / "logs").mkdir()
         os.chmod(work / "logs", 0o777)  # mm-link writes its log as --user
-        trace = work / "const-12mbps.mahi"
-        trace.write_text("\n".join(str(t) for t in range(1, 1001)) + "\n")
-        os.chmod(trace, 0o644)
         (work / "send.c").write_text(C_SENDER)
         subprocess.run(["cc", "-O2", "-o", str(work / "send"), str(work / "send.c")], check=True)
         os.chmod(work / "send", 0o755)
+        if args.trace is not None:
+            results = compare_trace(
+                args.user,
+                args.trace,
+                args.rate_kbps * 1000,
+                args.seconds,
+                args.queue_packets,
+                work,
+            )
+            print(json.dumps({k: v for k, v in results.items() if k != "real_row"}, indent=1))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
+            return 0
+        trace = work / "const-12mbps.mahi"
+        trace.write_text("\n".join(str(t) for t in range(1, 1001)) + "\n")
+        os.chmod(trace, 0o644)
         for row in ROWS:
             for mode in MODES:
                 fig = run_row(args.user, trace, row, mode, work)
