@@ -206,13 +206,16 @@ def run_row(user: str, trace: Path, row: tuple, mode: str, work: Path) -> dict:
     return figures
 
 
-def link_log_figures(path: Path) -> dict:
-    """From mm-link's log: its in-link delays (departure ms - arrival ms, its own clock) and
-    the packets that were not the source's (size, arrival ms after the source's first)."""
+def read_link_log(path: Path) -> tuple[int | None, int | None, list[tuple[int, int]], dict]:
+    """mm-link's log (``--uplink-log``): (base ms: where the trace started; the source's first
+    packet's arrival ms; [(arrival ms, bytes)] of the other packets, the kernel's own; {in-link
+    delay ms: departures}, departure minus arrival on mm-link's own clock)."""
+    base = first = None
+    stray: list[tuple[int, int]] = []
     delays: dict[int, int] = {}
-    stray = []
-    first = None
     for line in path.read_text().splitlines():
+        if line.startswith("# base timestamp:"):
+            base = int(line.split(":")[1])
         parts = line.split()
         if line.startswith("#") or len(parts) < 3:
             continue
@@ -223,6 +226,13 @@ def link_log_figures(path: Path) -> dict:
                 stray.append((int(parts[0]), int(parts[2])))
         elif parts[1] == "-" and len(parts) > 3:
             delays[int(parts[3])] = delays.get(int(parts[3]), 0) + 1
+    return base, first, stray, delays
+
+
+def link_log_figures(path: Path) -> dict:
+    """The JSON's summary of mm-link's log: its most common in-link delays and the packets that
+    were not the source's (arrival ms after the source's first, bytes)."""
+    _, first, stray, delays = read_link_log(path)
     top = sorted(delays.items(), key=lambda kv: -kv[1])[:3]
     return {
         "link_delay_ms_most_common": [[k, v] for k, v in top],
@@ -231,20 +241,8 @@ def link_log_figures(path: Path) -> dict:
 
 
 def link_log_times(path: Path) -> tuple[int, int, list[tuple[int, int]]]:
-    """(base ms, first source packet ms, [(ms, bytes) of the other packets]) from mm-link's log:
-    where the trace started, when the source's first packet arrived, and the kernel's own."""
-    base = first = None
-    stray = []
-    for line in path.read_text().splitlines():
-        if line.startswith("# base timestamp:"):
-            base = int(line.split(":")[1])
-        parts = line.split()
-        if line.startswith("#") or len(parts) < 3 or parts[1] != "+":
-            continue
-        if parts[2] == "1504":
-            first = int(parts[0]) if first is None else first
-        else:
-            stray.append((int(parts[0]), int(parts[2])))
+    """(base ms, first source packet ms, the other packets) for replaying a run."""
+    base, first, stray, _ = read_link_log(path)
     if base is None or first is None:
         raise ValueError(f"{path}: no base timestamp or no source packet in mm-link's log")
     return base, first, stray
