@@ -253,3 +253,69 @@ def test_the_layer_does_not_scale_down_a_path_changes_floor(risk_model, monkeypa
     floor._path_until_us = 10**15  # a path change held (the detector has its own tests)
     ctl.on_feedback(None)  # type: ignore[arg-type]
     assert ctl.risk_factor == 1.0
+
+
+def test_the_level_multiplies_the_bounded_factor() -> None:
+    layer = {
+        "risk.mean": np.zeros(2, np.float32),
+        "risk.std": np.ones(2, np.float32),
+        "risk.weight": np.array([1.0, 0.0], np.float32),
+        "risk.bias": np.array([0.0], np.float32),
+    }
+    one, low = StallRisk(layer, 4.0, 0.5), StallRisk(layer, 4.0, 0.5, level=0.8)
+    for x in ([0.0, 3.0], [2.0, 0.0], [-2.0, 0.0], [100.0, 0.0], [-100.0, 0.0]):
+        assert low.factor(np.array(x)) == pytest.approx(0.8 * one.factor(np.array(x)))
+    # At the bounds too: the highest risks are cut below MIN_FACTOR (where the stall is saved).
+    assert low.factor(np.array([100.0, 0.0])) == pytest.approx(0.8 * MIN_FACTOR)
+    for bad in (MIN_FACTOR - 0.01, MAX_FACTOR + 0.01, float("nan")):
+        with pytest.raises(ValueError, match="--risk-level"):
+            StallRisk(layer, 4.0, 0.5, level=bad)
+
+
+def test_a_level_is_set_on_the_fitted_layer_without_touching_an_array(tmp_path, network) -> None:
+    from loki.learned.models import with_risk_level
+
+    out = with_risk_level(LOKI, tmp_path / "low.npz", 0.9)
+    src, new = load_model(LOKI), load_model(out)
+    assert set(src) == set(new)
+    for key in src:
+        if key != "meta":
+            np.testing.assert_array_equal(new[key], src[key])
+    assert read_meta(new)["risk"] == {**read_meta(src)["risk"], "level": 0.9}
+    back = with_risk_level(out, tmp_path / "back.npz", 1.0)
+    assert read_meta(load_model(back)) == read_meta(src)
+    with pytest.raises(ValueError, match="no stall-risk layer"):
+        with_risk_level(network, tmp_path / "x.npz", 0.9)
+    with pytest.raises(ValueError, match="--risk-level"):
+        with_risk_level(LOKI, tmp_path / "y.npz", 0.3)
+    assert not (tmp_path / "y.npz").exists()
+
+
+def test_a_lower_level_sends_that_share_of_the_first_decision(tmp_path) -> None:
+    from loki.learned.models import with_risk_level
+
+    low = with_risk_level(LOKI, tmp_path / "low.npz", 0.8)
+    trace = markov_modulated(10_000, seed=1)
+    firsts = []
+    for path in (LOKI, low):
+        ctl = controller_from_model(path)
+        session = Session(ctl, LinkConfig(trace=trace, delay_ms=20), SessionConfig(duration_s=2.0))
+        firsts.append(session.run().decisions[0][1])
+    # The same first observation (the start rate is GCC's for both): only the level differs.
+    assert firsts[1] == pytest.approx(0.8 * firsts[0], abs=2)
+
+
+def test_level_only_on_the_command_line(tmp_path, capsys) -> None:
+    out = tmp_path / "low"
+    assert main(["train", "risk", "--level-only", "--risk-level", "0.9", "--out", str(out)]) == 0
+    assert read_meta(load_model(out / "model.npz"))["risk"]["level"] == 0.9
+    assert "Level of the stall-risk layer set to 0.9" in (out / "card.md").read_text()
+    for argv, message in (
+        (["train", "risk", "--level-only"], "needs --risk-level"),
+        (["train", "risk", "--level-only", "--risk-level", "0.9", "--sessions", "3"], "--sessions"),
+        (["train", "risk", "--level-only", "--risk-level", "2"], "within [0.5, 1.5]"),
+        (["train", "loki", "--risk-level", "0.9"], "for 'loki train risk|online'"),
+        (["train", "rl", "--level-only"], "--level-only is for 'loki train risk' only"),
+    ):
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv

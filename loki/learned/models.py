@@ -87,7 +87,9 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
         if missing:
             raise ValueError(f"{path}: its meta names a stall-risk layer but lacks {missing}")
         r = meta["risk"]
-        risk = StallRisk(params, r["k"], r["mean_risk"], r.get("smoothing", 1.0))
+        risk = StallRisk(
+            params, r["k"], r["mean_risk"], r.get("smoothing", 1.0), r.get("level", 1.0)
+        )
     return LoadedModel(
         kind=kind,
         policy=policy,
@@ -152,6 +154,33 @@ def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     out = Path(dst)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **kept)
+    return out
+
+
+def with_risk_level(src: str | os.PathLike[str], dst: str | os.PathLike[str], level: float) -> Path:
+    """Write the model in ``src`` with its stall-risk layer's level set to ``level`` to ``dst``.
+
+    Every array is copied unchanged: the level moves a fitted layer along its network's
+    bitrate-for-stall curve without refitting it (a refit logs the network anew, with whatever
+    fault floor the code has then; loki/LEARNING.md, session 11)."""
+    from loki.learned.stall_risk import check_level
+
+    check_level(level)
+    params = load_model(src)
+    meta = read_meta(params)
+    if "risk" not in meta:
+        raise ValueError(f"{src}: the model has no stall-risk layer to set the level of")
+    risk = {k: v for k, v in meta["risk"].items() if k != "level"}
+    if level != 1.0:
+        risk["level"] = float(level)
+    meta["risk"] = risk
+    kept = {k: v for k, v in params.items() if k != META_KEY}
+    kept[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **kept)
+    tmp.replace(out)
     return out
 
 

@@ -134,6 +134,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         help="risk: length of each logged session in seconds (default 30)",
     )
+    p.add_argument(
+        "--level-only",
+        action="store_true",
+        help="risk: keep the model's fitted layer and set its --risk-level (no logging, no "
+        "fit); writes --out (default: over --from)",
+    )
     p.set_defaults(func=cmd_train)
     return p
 
@@ -146,11 +152,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             from loki.cli import CliError
 
             raise CliError(str(e)) from e
-    for flag, value in (("--sessions", args.sessions), ("--session-s", args.session_s)):
+    for flag, value in (
+        ("--sessions", args.sessions),
+        ("--session-s", args.session_s),
+        ("--level-only", args.level_only or None),
+    ):
         if value is not None:
             from loki.cli import CliError
 
             raise CliError(f"{flag} is for 'loki train risk' only")
+    if args.risk_level is not None and args.model != "online":
+        from loki.cli import CliError
+
+        raise CliError("--risk-level is for 'loki train risk|online'")
     if args.model == "online" and args.bursty is not None:
         from loki.cli import CliError
 
@@ -193,6 +207,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_risk_level(args: argparse.Namespace) -> int:
+    """``loki train risk --level-only``: the fitted layer as it is, at another level."""
+    from loki.learned.models import model_path, with_risk_level
+
+    fitting = [
+        flag
+        for flag, given in (
+            ("--traces", args.traces is not None),
+            ("--sessions", args.sessions is not None),
+            ("--session-s", args.session_s is not None),
+            ("--logs", args.logs is not None),
+            ("--bursty", args.bursty is not None),
+        )
+        if given
+    ]
+    if fitting:
+        raise ValueError(f"{', '.join(fitting)}: options of a fit, not of --level-only")
+    if args.risk_level is None:
+        raise ValueError("--level-only needs --risk-level L")
+    source = Path(args.from_model) if args.from_model is not None else model_path("loki")
+    if not source.is_file():
+        raise FileNotFoundError(f"no such model: {source}")
+    out = Path(args.out) if args.out is not None else source
+    out_file = out if out.suffix == ".npz" else out / "model.npz"
+    with_risk_level(source, out_file, args.risk_level)
+    card = source.parent / "card.md"
+    note = (
+        f"\nLevel of the stall-risk layer set to {args.risk_level:g} by `loki train risk "
+        f"--level-only --risk-level {args.risk_level:g} --from {source}` (arrays unchanged).\n"
+    )
+    if card.is_file():
+        # The card says what the model is: the level goes into it (a copy's, or the model's own).
+        (out_file.parent / "card.md").write_text(card.read_text().rstrip("\n") + "\n" + note)
+    print(f"wrote {out_file}")
+    return 0
+
+
 def _train_risk(args: argparse.Namespace) -> int:
     import json
 
@@ -214,6 +265,8 @@ def _train_risk(args: argparse.Namespace) -> int:
     ]
     if ignored:
         raise ValueError(f"{', '.join(ignored)}: not options of 'loki train risk'")
+    if args.level_only:
+        return _set_risk_level(args)
     path, figures = train_risk(
         from_model=args.from_model,
         traces=args.traces,
@@ -223,6 +276,7 @@ def _train_risk(args: argparse.Namespace) -> int:
         workers=args.workers,
         k=args.risk_k,
         smoothing=args.risk_smoothing,
+        level=1.0 if args.risk_level is None else args.risk_level,
         out=args.out,
         logs=args.logs[0] if args.logs else None,
         bursty_share=args.bursty or 0.0,

@@ -272,22 +272,31 @@ def train_online_risk(
     *,
     k: float = RISK_K,
     smoothing: float = 1.0,
+    level: float = 1.0,
     source: Path | None = None,
 ) -> dict:
     """Fit the stall-risk layer (loki/learned/stall_risk.py) on the logs under ``logs`` and
     write ``model`` with it as ``out``. The network's weights are not touched; a layer the
     model already has is replaced (refitted on these logs). ``smoothing``: the weight of the
-    newest factor in the running mean of its log2 (1: none). ``source``: the file the model
-    and its card name as the origin, when ``model`` is a working copy of it."""
+    newest factor in the running mean of its log2 (1: none). ``level``: the factor at the mean
+    risk (1: the network's operating point). ``source``: the file the model and its card name
+    as the origin, when ``model`` is a working copy of it."""
     from loki.experience import file_sha256, find_logs, read_log
     from loki.learned.models import KINDS, read_meta
-    from loki.learned.stall_risk import HORIZON_DECISIONS, StallRisk, fit_risk, risk_rows
+    from loki.learned.stall_risk import (
+        HORIZON_DECISIONS,
+        StallRisk,
+        check_level,
+        fit_risk,
+        risk_rows,
+    )
     from loki.nn import load_model
 
     if not 0 <= k < float("inf"):
         raise ValueError(f"--risk-k must be a number >= 0, got {k}")
     if not 0 < smoothing <= 1:
         raise ValueError(f"--risk-smoothing must be in (0, 1], got {smoothing}")
+    check_level(level)
     params = load_model(model)
     meta = read_meta(params)
     if meta.get("kind") not in KINDS:
@@ -323,6 +332,8 @@ def train_online_risk(
     }
     if smoothing != 1.0:
         figures["smoothing"] = float(smoothing)
+    if level != 1.0:
+        figures["level"] = float(level)
     origin = Path(source) if source is not None else Path(model)
     from_hash = file_sha256(origin)
     if origin.is_absolute() and origin.is_relative_to(Path.cwd()):
@@ -335,6 +346,7 @@ def train_online_risk(
             "k": float(k),
             "mean_risk": figures["mean_risk"],
             **({"smoothing": float(smoothing)} if smoothing != 1.0 else {}),
+            **({"level": float(level)} if level != 1.0 else {}),
         },
         "online": {"from": str(origin), "from_sha256": from_hash, **figures},
     }
@@ -377,6 +389,12 @@ def add_online_arguments(p) -> None:
         help="risk: weight of the newest factor in a running mean of its log2 (default 1: "
         "none; smaller is smoother)",
     )
+    p.add_argument(
+        "--risk-level",
+        type=float,
+        help="risk: the factor at the mean risk, within [0.5, 1.5] (default 1: the network's "
+        "own operating point; below 1 sends less everywhere except through a path change)",
+    )
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument(
         "--stall-weight", type=float, help="reward's stall weight (default: the training reward's)"
@@ -394,6 +412,7 @@ def cmd_train_online(args) -> int:
 
     if not args.logs or not args.from_model or not args.out:
         raise SystemExit("loki train online needs --logs DIR..., --from MODEL and --out MODEL")
+    level = getattr(args, "risk_level", None)
     if getattr(args, "method", "risk") == "risk":
         awr_only = [
             flag
@@ -406,10 +425,17 @@ def cmd_train_online(args) -> int:
         if awr_only:
             raise ValueError(f"{', '.join(awr_only)}: for --method awr (the reward of its update)")
         figures = train_online_risk(
-            args.logs, args.from_model, args.out, k=args.risk_k, smoothing=args.risk_smoothing
+            args.logs,
+            args.from_model,
+            args.out,
+            k=args.risk_k,
+            smoothing=args.risk_smoothing,
+            level=1.0 if level is None else level,
         )
         print(json.dumps(figures, indent=1))
         return 0
+    if level is not None:
+        raise ValueError("--risk-level: for --method risk (the stall-risk layer's level)")
     figures = train_online(
         args.logs,
         args.from_model,

@@ -22,6 +22,7 @@ import numpy as np
 
 from loki.experience import LOG_SUFFIX, find_logs, log_emulated_session
 from loki.learned.models import model_path, without_risk_layer
+from loki.learned.stall_risk import check_level
 from loki.train.data import LinkRanges, bursty_text, draw_spec, training_trace_paths
 from loki.train.online import RISK_K, train_online_risk
 from loki.train.parallel import Executor
@@ -74,6 +75,7 @@ def train_risk(
     workers: int = 1,
     k: float = RISK_K,
     smoothing: float = 1.0,
+    level: float = 1.0,
     out: Path | None = None,
     logs: Path | None = None,
     bursty_share: float = 0.0,
@@ -92,6 +94,7 @@ def train_risk(
         raise ValueError(f"--risk-k must be a number >= 0, got {k}")
     if not 0 < smoothing <= 1:
         raise ValueError(f"--risk-smoothing must be in (0, 1], got {smoothing}")
+    check_level(level)
     if not 0.0 <= bursty_share <= 1.0:
         raise ValueError(f"--bursty must be a share in [0, 1], got {bursty_share}")
     if logs is not None and logs.exists() and find_logs([logs]):
@@ -115,7 +118,7 @@ def train_risk(
             bursty_share=bursty_share,
         )
         figures = train_online_risk(
-            [log_dir], network, out_file, k=k, smoothing=smoothing, source=source
+            [log_dir], network, out_file, k=k, smoothing=smoothing, level=level, source=source
         )
     layer_card = card.read_text()
     head = old_card.split(CARD_MARKER)[0].rstrip()
@@ -123,6 +126,7 @@ def train_risk(
         f"loki train risk --seed {seed} --sessions {sessions} --risk-k {k:g}"
         + (f" --session-s {session_s:g}" if session_s != SESSION_S else "")
         + (f" --risk-smoothing {smoothing:g}" if smoothing != 1.0 else "")
+        + (f" --risk-level {level:g}" if level != 1.0 else "")
         + (f" --bursty {bursty_share:g}" if bursty_share > 0 else "")
         + (f" --from {source}" if from_model is not None else "")
         + (" --traces " + " ".join(map(str, traces)) if traces else "")
