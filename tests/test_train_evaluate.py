@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from loki.train.evaluate import CURVE_FACTORS, curve_name, curve_positions, main
@@ -100,3 +101,79 @@ def test_an_empty_family_folder_is_named(tmp_path, capsys) -> None:
         main(["--traces", str(good), str(empty), "--out", str(tmp_path / "out")])
     assert f"under {empty}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_replicas_repeat_each_session_with_only_the_seed_changed(tmp_path) -> None:
+    from loki.train.evaluate import REPLICA_SEED_STEP, specs_for
+
+    folder = tmp_path / "fam"
+    folder.mkdir()
+    (folder / "link.mahi").write_text("\n".join(str(t) for t in range(1, 301)) + "\n")
+    one = specs_for(folder, None, 0)
+    three = specs_for(folder, None, 0, replicas=3)
+    assert len(three) == 3 * len(one)
+    # The first replica is the session without replicas, bit for bit.
+    assert [s for s in three if s.replica == 0] == one
+    for r in (1, 2):
+        again = [s for s in three if s.replica == r]
+        assert [s.seed - REPLICA_SEED_STEP * r for s in again] == [s.seed for s in one]
+        assert [(s.trace_path, s.offset_ms, s.delay_ms) for s in again] == [
+            (s.trace_path, s.offset_ms, s.delay_ms) for s in one
+        ]
+    with pytest.raises(ValueError, match="--replicas"):
+        specs_for(folder, None, 0, replicas=0)
+
+
+def _row(controller: str, session: int, replica: int, stall: float) -> dict:
+    return {
+        "controller": controller,
+        "trace": f"t{session}",
+        "offset_ms": 0,
+        "delay_ms": 20,
+        "loss": 0.0,
+        "replica": replica,
+        "bitrate_kbps": 1000.0,
+        "stall_rate": stall,
+        "frame_delay_p95_ms": 100.0,
+        "change_log2": 0.01,
+        "fallbacks": 0,
+        "decisions": 10,
+    }
+
+
+def test_replicas_pool_and_the_interval_resamples_whole_sessions() -> None:
+    from loki.train.evaluate import summarise
+
+    rng = np.random.default_rng(3)
+    rows = []
+    # 40 sessions x 4 replicas; "ours" stalls less than gcc by a share that differs from
+    # session to session, and the replicas of a session share it (plus a little noise).
+    for k in range(40):
+        base = rng.uniform(0.01, 0.2)
+        share = rng.uniform(0.4, 1.2)
+        for r in range(4):
+            rows.append(_row("gcc", k, r, base * rng.uniform(0.98, 1.02)))
+            rows.append(_row("ours", k, r, base * share * rng.uniform(0.98, 1.02)))
+    summary = summarise(rows, ["gcc", "ours"])
+    assert summary["ours"]["sessions"] == 160 and summary["ours"]["replicas"] == 4
+    gcc = np.array([r["stall_rate"] for r in rows if r["controller"] == "gcc"])
+    ours = np.array([r["stall_rate"] for r in rows if r["controller"] == "ours"])
+    point, lo, hi = summary["ours"]["vs_gcc_stall_mean"]
+    assert point == pytest.approx(ours.mean() / gcc.mean() - 1.0)
+    assert lo < point < hi
+    # Treating the 160 rows as independent sessions would halve the interval (4 replicas
+    # that agree are one session's worth of evidence, not four).
+    flat = [{**r, "trace": f"{r['trace']}-{r['replica']}", "replica": 0} for r in rows]
+    _, flat_lo, flat_hi = summarise(flat, ["gcc", "ours"])["ours"]["vs_gcc_stall_mean"]
+    assert (hi - lo) > 1.5 * (flat_hi - flat_lo)
+
+
+def test_a_controller_is_paired_on_the_sessions_both_ran() -> None:
+    from loki.train.evaluate import summarise
+
+    rows = [_row("gcc", k, 0, 0.1) for k in range(6)]
+    # The other controller ran the sessions in another order and lacks one.
+    rows += [_row("ours", k, 0, 0.05) for k in (5, 3, 1, 0, 2)]
+    rows.append(_row("gcc", 9, 0, 0.9))  # a session only the baseline ran: not paired
+    point, _, _ = summarise(rows, ["gcc", "ours"])["ours"]["vs_gcc_stall_mean"]
+    assert point == pytest.approx(-0.5)

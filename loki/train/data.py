@@ -159,6 +159,9 @@ class EpisodeSpec:
     #: Deliveries re-timed as a Poisson process within each 200 ms (traces.poisson_delivery),
     #: drawn from ``seed``.
     bursty: bool = False
+    #: Which repeat of the same trace window and link this is (evaluation's ``--replicas``:
+    #: only ``seed`` differs between repeats).
+    replica: int = 0
 
     def link(self) -> LinkConfig:
         trace = rotate(cached_trace(self.trace_path), self.offset_ms)

@@ -33,6 +33,8 @@ from traces.trace import TraceError
 
 WINDOWS = 4
 DURATION_S = 60.0
+#: Session seeds of replica r are the first's plus r times this (beyond any first seed).
+REPLICA_SEED_STEP = 10_000_000
 #: (one-way delay ms, drop-tail queue packets, random loss)
 LINKS = ((20, 100, 0.0), (50, 300, 0.0), (30, 200, 0.01))
 METRICS = ("bitrate_kbps", "stall_rate", "frame_delay_p95_ms", "change_log2")
@@ -54,8 +56,12 @@ def clone_gap(clone_kbps: float, gcc_kbps: float, clone_stall: float, gcc_stall:
 
 
 def specs_for(
-    family_dir: Path, sample: int | None, seed: int, bursty: bool = False
+    family_dir: Path, sample: int | None, seed: int, bursty: bool = False, replicas: int = 1
 ) -> list[EpisodeSpec]:
+    """The family's sessions; with ``replicas`` > 1 each one ``replicas`` times, with only the
+    session seed (the encoder's frame sizes, random loss, Poisson timing) changed."""
+    if replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {replicas}")
     paths = [str(p) for p in find_traces(family_dir)]
     if sample is not None and sample < len(paths):
         rng = np.random.default_rng(seed)
@@ -65,33 +71,70 @@ def specs_for(
         period = cached_trace(p).period_ms
         for w in range(WINDOWS):
             for j, (delay, queue, loss) in enumerate(LINKS):
-                specs.append(
-                    EpisodeSpec(
-                        p,
-                        period * w // WINDOWS,
-                        delay,
-                        queue,
-                        loss,
-                        DURATION_S,
-                        seed=seed + 1000 * i + 10 * w + j,
-                        bursty=bursty,
+                for r in range(replicas):
+                    specs.append(
+                        EpisodeSpec(
+                            p,
+                            period * w // WINDOWS,
+                            delay,
+                            queue,
+                            loss,
+                            DURATION_S,
+                            seed=seed + 1000 * i + 10 * w + j + REPLICA_SEED_STEP * r,
+                            bursty=bursty,
+                            replica=r,
+                        )
                     )
-                )
     return specs
 
 
-def _bootstrap_rel(ours: np.ndarray, base: np.ndarray, stat, rng) -> tuple[float, float, float]:
-    """Relative difference stat(ours)/stat(base) - 1 with a paired bootstrap 95 % interval."""
+def _bootstrap_rel(
+    ours: np.ndarray, base: np.ndarray, stat, rng, members: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Relative difference stat(ours)/stat(base) - 1 with a paired bootstrap 95 % interval.
+
+    ``members`` (clusters x replicas) are the indices of each session's replicas: the
+    bootstrap draws sessions with all their replicas, since the replicas of one session are
+    not independent of each other (default: every entry its own session)."""
     point = stat(ours) / stat(base) - 1.0 if stat(base) else float("nan")
-    n = ours.size
+    if members is None:
+        members = np.arange(ours.size).reshape(-1, 1)
+    n = members.shape[0]
     idx = rng.integers(0, n, (RESAMPLES, n))
     vals = []
     for row in idx:
-        b = stat(base[row])
+        pick = members[row].ravel()
+        b = stat(base[pick])
         if b:
-            vals.append(stat(ours[row]) / b - 1.0)
+            vals.append(stat(ours[pick]) / b - 1.0)
     lo, hi = np.percentile(vals, [2.5, 97.5]) if vals else (float("nan"), float("nan"))
     return float(point), float(lo), float(hi)
+
+
+def _session_key(row: dict) -> tuple:
+    """A session's identity, whatever its controller and replica."""
+    return _key(row)[:-2]
+
+
+def _paired(rows_c: list[dict], rows_base: list[dict]) -> tuple[list[dict], list[dict], object]:
+    """The two controllers' rows of the sessions both ran, in the baseline's order, and the
+    clusters (replicas of one session) as an index matrix, or None without replicas."""
+    ours = {_key(r)[:-1]: r for r in rows_c}
+    pairs = [(ours[_key(r)[:-1]], r) for r in rows_base if _key(r)[:-1] in ours]
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, r) in enumerate(pairs):
+        groups.setdefault(_session_key(r), []).append(i)
+    sizes = {len(g) for g in groups.values()}
+    if len(sizes) > 1:
+        # Unequal replica counts (a later run added replicas to some sessions only): keep the
+        # sessions with the most, so that every cluster has the same size.
+        most = max(sizes)
+        pairs = [pairs[i] for g in groups.values() if len(g) == most for i in g]
+        return _paired([a for a, _ in pairs], [b for _, b in pairs])
+    a, b = [a for a, _ in pairs], [b for _, b in pairs]
+    if sizes <= {1}:
+        return a, b, None
+    return a, b, np.array(list(groups.values()), dtype=np.int64)
 
 
 def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -> dict:
@@ -100,6 +143,9 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
 
     def arr(c, k):
         return np.array([r[k] for r in by[c]], dtype=np.float64)
+
+    def col(rs, k):
+        return np.array([r[k] for r in rs], dtype=np.float64)
 
     def p95(a):
         return float(np.percentile(a, 95))
@@ -116,7 +162,11 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
             "fallbacks": int(arr(c, "fallbacks").sum()),
             "decisions": int(arr(c, "decisions").sum()),
         }
+        replicas = {int(r.get("replica", 0)) for r in by[c]}
+        if len(replicas) > 1:
+            s["replicas"] = len(replicas)
         if c != baseline:
+            ours, base, members = _paired(by[c], by[baseline])
             for name, key, stat in (
                 ("bitrate", "bitrate_kbps", np.mean),
                 ("stall_mean", "stall_rate", np.mean),
@@ -124,7 +174,7 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
                 ("frame_delay_p95", "frame_delay_p95_ms", np.mean),
             ):
                 s[f"vs_{baseline}_{name}"] = _bootstrap_rel(
-                    arr(c, key), arr(baseline, key), stat, rng
+                    col(ours, key), col(base, key), stat, rng, members
                 )
         out[c] = s
     return out
@@ -178,7 +228,15 @@ def curve_positions(summary: dict, baseline: str = "gcc") -> dict[str, dict]:
 
 
 def _spec_key(spec: EpisodeSpec, controller: str) -> tuple:
-    return (spec.trace_path, spec.offset_ms, spec.delay_ms, spec.loss, int(spec.bursty), controller)
+    return (
+        spec.trace_path,
+        spec.offset_ms,
+        spec.delay_ms,
+        spec.loss,
+        int(spec.bursty),
+        spec.replica,
+        controller,
+    )
 
 
 def _key(row: dict) -> tuple:
@@ -188,6 +246,7 @@ def _key(row: dict) -> tuple:
         int(row["delay_ms"]),
         float(row["loss"]),
         int(row.get("bursty", 0)),
+        int(row.get("replica", 0)),
         row["controller"],
     )
 
@@ -228,6 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         help="re-time every session's deliveries as a Poisson process within each 200 ms "
         "(traces.poisson_delivery): the family's rates with a packet-level link's jitter",
     )
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=1,
+        help="run every session N times with only the session seed changed (the encoder's "
+        "frame sizes, random loss); figures pool them, intervals resample whole sessions. "
+        "One run's mean stall moves by 2-5 points when a rate moves by 0.1 %% "
+        "(loki/LEARNING.md, session 11)",
+    )
     args = p.parse_args(argv)
     controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
     if "gcc" not in controllers:
@@ -242,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             check_controller(c)
         specs = []
         for folder in args.traces:
-            found = specs_for(folder, args.sample, args.seed, args.bursty)
+            found = specs_for(folder, args.sample, args.seed, args.bursty, args.replicas)
             if not found:
                 p.error(f"no traces under {folder}")
             specs += found
@@ -261,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in rows if _key(r) in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "sessions.csv", "w", newline="") as f:
-        # Rows kept from a run before a column existed (``bursty``) write it as 0.
+        # Rows kept from a run before a column existed (``bursty``, ``replica``) write it as 0.
         fields = list(dict.fromkeys(k for r in rows for k in r))
         w = csv.DictWriter(f, fieldnames=fields, restval=0)
         w.writeheader()

@@ -58,6 +58,7 @@ def run_session(job: tuple[EpisodeSpec, str]) -> dict:
     row["queue_packets"] = spec.queue_packets
     row["loss"] = spec.loss
     row["bursty"] = int(spec.bursty)
+    row["replica"] = spec.replica
     row["change_log2"] = mean_abs_log2_change([r for _, r in res.decisions])
     row["decisions"] = len(res.decisions)
     row["fallbacks"] = int(getattr(ctl, "fallbacks", 0))
