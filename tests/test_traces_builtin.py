@@ -48,3 +48,11 @@ def test_same_object_every_time_and_unknown_names_listed() -> None:
         get_builtin("lte")
     for name in builtin_names():
         assert name in str(err.value)
+
+
+def test_the_sprout_link_is_packet_level_with_outages() -> None:
+    trace = get_builtin("sprout")
+    assert trace.meta["source"] == "sprout_model"
+    per_100ms = [trace.opportunities_between(t, t + 100) for t in range(0, 60_000, 100)]
+    assert 0 in per_100ms  # outages
+    assert 2.0 < mbps(trace, 0, 60_000) < 40.0

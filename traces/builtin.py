@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import cache
 
 from traces import generators
+from traces.sprout_model import sprout_link
 from traces.trace import Trace
 
 BUILTIN_DURATION_MS = 60_000
@@ -36,6 +37,9 @@ _BUILDERS: dict[str, Callable[[], Trace]] = {
         seed=3,
         name="walk",
     ),
+    # Packet-level deliveries from Sprout's cellular link model (Poisson at a drifting rate,
+    # with outages); every other built-in spreads its deliveries evenly.
+    "sprout": lambda: sprout_link(BUILTIN_DURATION_MS, seed=0, name="sprout"),
 }
 
 #: Name of the link used when none is given.
