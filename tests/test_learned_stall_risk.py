@@ -282,8 +282,11 @@ def test_a_level_is_set_on_the_fitted_layer_without_touching_an_array(tmp_path, 
         if key != "meta":
             np.testing.assert_array_equal(new[key], src[key])
     assert read_meta(new)["risk"] == {**read_meta(src)["risk"], "level": 0.9}
-    back = with_risk_level(out, tmp_path / "back.npz", 1.0)
+    back = with_risk_level(out, tmp_path / "back.npz", read_meta(src)["risk"].get("level", 1.0))
     assert read_meta(load_model(back)) == read_meta(src)
+    # Level 1 is the layer as fitted: no level in the meta at all.
+    one = with_risk_level(out, tmp_path / "one.npz", 1.0)
+    assert "level" not in read_meta(load_model(one))["risk"]
     with pytest.raises(ValueError, match="no stall-risk layer"):
         with_risk_level(network, tmp_path / "x.npz", 0.9)
     with pytest.raises(ValueError, match="--risk-level"):
@@ -294,10 +297,11 @@ def test_a_level_is_set_on_the_fitted_layer_without_touching_an_array(tmp_path, 
 def test_a_lower_level_sends_that_share_of_the_first_decision(tmp_path) -> None:
     from loki.learned.models import with_risk_level
 
+    one = with_risk_level(LOKI, tmp_path / "one.npz", 1.0)
     low = with_risk_level(LOKI, tmp_path / "low.npz", 0.8)
     trace = markov_modulated(10_000, seed=1)
     firsts = []
-    for path in (LOKI, low):
+    for path in (one, low):
         ctl = controller_from_model(path)
         session = Session(ctl, LinkConfig(trace=trace, delay_ms=20), SessionConfig(duration_s=2.0))
         firsts.append(session.run().decisions[0][1])

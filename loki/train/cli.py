@@ -233,9 +233,12 @@ def _set_risk_level(args: argparse.Namespace) -> int:
     out_file = out if out.suffix == ".npz" else out / "model.npz"
     with_risk_level(source, out_file, args.risk_level)
     card = source.parent / "card.md"
+    shown = source.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())  # a shipped model's card names a repo path
     note = (
         f"\nLevel of the stall-risk layer set to {args.risk_level:g} by `loki train risk "
-        f"--level-only --risk-level {args.risk_level:g} --from {source}` (arrays unchanged).\n"
+        f"--level-only --risk-level {args.risk_level:g} --from {shown}` (arrays unchanged).\n"
     )
     if card.is_file():
         # The card says what the model is: the level goes into it (a copy's, or the model's own).
