@@ -104,13 +104,18 @@ def test_the_fit_recovers_a_logistic_rule() -> None:
         fit_risk(x, np.zeros(len(x), bool))
 
 
-def test_the_factor_is_one_at_the_mean_risk_and_bounded() -> None:
-    layer = {
+def first_input_layer() -> dict[str, np.ndarray]:
+    """A layer whose risk is the logistic of the first input alone (0.5 at 0)."""
+    return {
         "risk.mean": np.zeros(2, np.float32),
         "risk.std": np.ones(2, np.float32),
         "risk.weight": np.array([1.0, 0.0], np.float32),
         "risk.bias": np.array([0.0], np.float32),
     }
+
+
+def test_the_factor_is_one_at_the_mean_risk_and_bounded() -> None:
+    layer = first_input_layer()
     risk = StallRisk(layer, 4.0, 0.5)
     assert risk.factor(np.array([0.0, 3.0])) == pytest.approx(1.0)  # p = 0.5 = mean
     assert risk.factor(np.array([2.0, 0.0])) < 1.0 < risk.factor(np.array([-2.0, 0.0]))
@@ -256,12 +261,7 @@ def test_the_layer_does_not_scale_down_a_path_changes_floor(risk_model, monkeypa
 
 
 def test_the_level_multiplies_the_bounded_factor() -> None:
-    layer = {
-        "risk.mean": np.zeros(2, np.float32),
-        "risk.std": np.ones(2, np.float32),
-        "risk.weight": np.array([1.0, 0.0], np.float32),
-        "risk.bias": np.array([0.0], np.float32),
-    }
+    layer = first_input_layer()
     one, low = StallRisk(layer, 4.0, 0.5), StallRisk(layer, 4.0, 0.5, level=0.8)
     for x in ([0.0, 3.0], [2.0, 0.0], [-2.0, 0.0], [100.0, 0.0], [-100.0, 0.0]):
         assert low.factor(np.array(x)) == pytest.approx(0.8 * one.factor(np.array(x)))
