@@ -10,11 +10,13 @@ layer turns that into rate: the target the network asks for is multiplied by
 ``2 ** (-k (p - p_mean))``, where ``p`` is the predicted risk and ``p_mean`` its mean over the
 logs, so the rate moves from the risky moments to the safe ones and stays about the same on
 average; ``k`` is chosen by the A/B gate (loki train online --method risk, bench/online_demo.py).
-A ``level`` below 1 multiplies the factor (``level * 2 ** (-k (p - p_mean))``): the network's
-own operating point is a draw of its PPO run (loki/LEARNING.md, session 4), and where it sends
-more than the stall it causes is worth, the level moves the whole layer down its curve
-(session 11). It keeps the layer's exemption for a path change (never below 1 while the fault
-floor holds one), which a constant factor outside the controller would cut.
+A ``level`` multiplies the factor (``level * 2 ** (-k (p - p_mean))``): the network's operating
+point is a draw of its PPO run (loki/LEARNING.md, session 4), and the level moves the layer's
+output along the network's bitrate-for-stall curve without refitting anything (the shipped
+loki's is 0.95, chosen on the development set for issue 4's bitrate and frame-delay bars;
+session 11). It keeps the layer's exemption for a path change (never below 1 while the fault
+floor holds one), which a constant factor outside the controller would cut: that failed the
+RTT-jump fault.
 
 Labels: the receiver's freezes, where a log has them (the emulator's ground truth); a live log,
 which lacks them, uses the queueing delay the sender sees going above
@@ -159,9 +161,8 @@ class StallRisk:
 
     def factor(self, obs: np.ndarray) -> float:
         f = 2.0 ** (-self.k * (self.probability(obs) - self.mean_risk))
-        # The level multiplies the bounded factor: inside the bounds it would lift the cuts at
-        # the highest risks, which is where the stall is saved (session 11: at level 0.85, -4.8 %
-        # mean stall against GCC inside, -16.1 % outside, at the same bitrate).
+        # The level multiplies the bounded factor, so a level is exactly that constant factor on
+        # what the layer sends (inside the bounds it would also lift the deepest cuts).
         return self.level * min(max(f, MIN_FACTOR), MAX_FACTOR)
 
 

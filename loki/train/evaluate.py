@@ -11,7 +11,10 @@ difference, with a bootstrap 95 % interval over sessions). The held-out family
 (``mahimahi_cellular_us``) is evaluated once the models are final; the training families
 (``--sample`` traces each) serve for development. Several ``--traces`` folders run as one
 evaluation (the development set is one command: the four training families, ``--sample 3``,
-144 sessions), summarised over all their sessions and per family.
+144 sessions), summarised over all their sessions and per family. ``--replicas R`` runs every
+session R times with only the session seed changed: one run's stall figures move by several
+points when a rate moves by 0.1 % (loki/LEARNING.md, session 11), so models close to each
+other are compared with replicas; the intervals then resample whole sessions.
 """
 
 from __future__ import annotations
