@@ -109,6 +109,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run again the finished sessions in --out that other code or models ran (by "
+        "default they are kept, with a warning)",
+    )
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -159,6 +165,7 @@ def options_from_args(args: argparse.Namespace, runner):
         worst=args.worst,
         plots=not args.no_plots,
         progress=not args.quiet,
+        rerun_stale=args.rerun_stale,
     )
 
 

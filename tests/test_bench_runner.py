@@ -127,6 +127,31 @@ def test_resume_warns_about_sessions_from_other_code(
     assert len(SessionLog(out).records) == 2  # kept, not rerun
 
 
+def test_rerun_stale_runs_the_sessions_of_other_code_again(
+    trace_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    runner.run(options(trace_dir, out, controllers=["gcc"], plots=False), echo=quiet)
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited")
+    said: list[str] = []
+    runner.run(
+        options(trace_dir, out, controllers=["gcc"], plots=False, rerun_stale=True),
+        echo=said.append,
+    )
+    assert any("running them again" in m for m in said)
+    records = SessionLog(out).records
+    assert {r["code"] for r in records.values()} == {"edited"}
+    # One line per session after the rerun, not the old and the new.
+    assert len((out / SESSIONS_FILE).read_text().splitlines()) == len(records) == 2
+    # Nothing stale is left: a third run runs nothing.
+    said.clear()
+    runner.run(
+        options(trace_dir, out, controllers=["gcc"], plots=False, rerun_stale=True),
+        echo=said.append,
+    )
+    assert any("2 already done, 0 to run" in m for m in said)
+
+
 def test_two_workers(trace_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = runner.run(options(trace_dir, out, workers=2, plots=False), echo=quiet)

@@ -71,6 +71,8 @@ class BenchOptions:
     worst: int = 3
     plots: bool = True
     progress: bool = True
+    #: Run again the finished sessions that other code or models ran (default: keep, warn).
+    rerun_stale: bool = False
 
     def links(self) -> list[LinkSetting]:
         if self.sweep:
@@ -147,14 +149,20 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
         _import_ray()  # fail before any work if Ray is missing
     opts.out.mkdir(parents=True, exist_ok=True)
     log = SessionLog(opts.out)
-    todo = [t for t in tasks if t.key not in log]
     code = code_fingerprint()
-    stale = sum(1 for r in log.select(tasks) if r.get("code") != code)
-    if stale:
+    stale = {r["key"] for r in log.select(tasks) if r.get("code") != code}
+    if stale and opts.rerun_stale:
         echo(
-            f"bench: warning: {stale} finished sessions in {log.path} were run by different "
-            "code or models; they are kept, not rerun. Use a fresh --out to rerun everything."
+            f"bench: {len(stale)} finished sessions in {log.path} were run by different code or "
+            "models; running them again (--rerun-stale)"
         )
+    elif stale:
+        echo(
+            f"bench: warning: {len(stale)} finished sessions in {log.path} were run by different "
+            "code or models; they are kept, not rerun. Use --rerun-stale (or a fresh --out) to "
+            "run them again."
+        )
+    todo = [t for t in tasks if t.key not in log or (opts.rerun_stale and t.key in stale)]
     n_traces = sum(len(v) for v in by_family.values())
     echo(
         f"bench: {len(opts.controllers)} controllers x {n_traces} traces "
@@ -174,6 +182,8 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict:
             f"that finished are kept in {log.path}; rerun to retry the failed ones",
             status=1,
         )
+    if stale and opts.rerun_stale:
+        log.compact()
     records = log.select(tasks)
     results = summary.aggregate(
         records,

@@ -264,6 +264,15 @@ class SessionLog:
             os.fsync(f.fileno())
         self.records[record["key"]] = record
 
+    def compact(self) -> None:
+        """Rewrite the log with one line per session (a rerun appends its new record; the
+        last record of a key is the one that counts)."""
+        lines = "".join(
+            json.dumps(r, separators=(",", ":"), allow_nan=True) + "\n"
+            for r in self.records.values()
+        )
+        write_atomic(self.path, lines)
+
     def select(self, tasks: Iterable[SessionTask]) -> list[dict]:
         """The records of ``tasks`` that are finished, in task order."""
         return [self.records[t.key] for t in tasks if t.key in self.records]
