@@ -149,12 +149,7 @@ def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     meta.pop("risk", None)
     if meta.get("online", {}).get("method") == "risk":
         meta.pop("online")
-    kept = {k: v for k, v in params.items() if k not in RISK_KEYS and k != META_KEY}
-    kept[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
-    out = Path(dst)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **kept)
-    return out
+    return _save(dst, {k: v for k, v in params.items() if k not in RISK_KEYS}, meta)
 
 
 def with_risk_level(src: str | os.PathLike[str], dst: str | os.PathLike[str], level: float) -> Path:
@@ -174,6 +169,12 @@ def with_risk_level(src: str | os.PathLike[str], dst: str | os.PathLike[str], le
     if level != 1.0:
         risk["level"] = float(level)
     meta["risk"] = risk
+    return _save(dst, params, meta)
+
+
+def _save(dst: str | os.PathLike[str], params: dict[str, np.ndarray], meta: dict) -> Path:
+    """``params`` with ``meta`` as the model's meta, written to a temporary name and renamed
+    (``dst`` may be the file the arrays were read from)."""
     kept = {k: v for k, v in params.items() if k != META_KEY}
     kept[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
     out = Path(dst)

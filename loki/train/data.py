@@ -247,6 +247,17 @@ def bursty_text(share: float) -> str:
     )
 
 
+def episode_links_text(path_change_share: float = 0.0, bursty_share: float = 0.0) -> str:
+    """The model cards' words for the links a training episode draws (from :class:`LinkRanges`,
+    so a card cannot say other ranges than the ones drawn)."""
+    r = LinkRanges()
+    return (
+        f"one-way delay {r.delay_ms[0]}-{r.delay_ms[1]} ms, queue {r.queue_packets[0]}-"
+        f"{r.queue_packets[1]} packets, loss 0 or {100 * r.loss[0]:g}-{100 * r.loss[1]:g} %"
+        f"{path_change_text(path_change_share)}{bursty_text(bursty_share)}"
+    )
+
+
 def path_change_text(share: float) -> str:
     """The model card's words for ``--path-changes`` ('' when off)."""
     if share <= 0:

@@ -123,7 +123,7 @@ def _paired(rows_c: list[dict], rows_base: list[dict]) -> tuple[list[dict], list
     """The two controllers' rows of the sessions both ran, in the baseline's order, and the
     clusters (replicas of one session) as an index matrix, or None without replicas."""
     ours = {_key(r)[:-1]: r for r in rows_c}
-    pairs = [(ours[_key(r)[:-1]], r) for r in rows_base if _key(r)[:-1] in ours]
+    pairs = [(ours[k], r) for r in rows_base if (k := _key(r)[:-1]) in ours]
     groups: dict[tuple, list[int]] = {}
     for i, (_, r) in enumerate(pairs):
         groups.setdefault(_session_key(r), []).append(i)
@@ -144,11 +144,11 @@ def summarise(rows: list[dict], controllers: list[str], baseline: str = "gcc") -
     by = {c: [r for r in rows if r["controller"] == c] for c in controllers}
     rng = np.random.default_rng(0)
 
-    def arr(c, k):
-        return np.array([r[k] for r in by[c]], dtype=np.float64)
-
     def col(rs, k):
         return np.array([r[k] for r in rs], dtype=np.float64)
+
+    def arr(c, k):
+        return col(by[c], k)
 
     def p95(a):
         return float(np.percentile(a, 95))

@@ -28,7 +28,7 @@ from loki.train.common import (
     write_card,
     write_model,
 )
-from loki.train.data import bursty_text, path_change_text
+from loki.train.data import episode_links_text
 from loki.train.ppo import (
     PpoArgs,
     closed_loop,
@@ -104,8 +104,7 @@ def train(args: HybridArgs) -> Path:
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
                 f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
-                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %"
-                f"{path_change_text(args.path_change_share)}{bursty_text(args.bursty_share)}. PPO: "
+                f"{episode_links_text(args.path_change_share, args.bursty_share)}. PPO: "
                 f"{model.num_timesteps} decisions, {max(1, args.workers)} environment(s) x "
                 f"{args.n_steps} per update, {args.epochs} epochs, batch {args.batch}, "
                 f"lr {args.lr}, gamma {args.gamma}, GAE {args.gae_lambda}, clip {args.clip}, "

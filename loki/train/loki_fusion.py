@@ -43,7 +43,7 @@ from loki.train.common import (
     write_card,
     write_model,
 )
-from loki.train.data import bursty_text, path_change_text
+from loki.train.data import episode_links_text
 from loki.train.ppo import (
     CriticWarmup,
     PpoArgs,
@@ -178,8 +178,7 @@ def train(args: LokiArgs) -> Path:
             "Data": (
                 f"Training families only ({len(fit_paths)} traces; {len(val_paths)} more for the "
                 f"closed-loop check); per episode ({args.episode_s:.0f} s): trace, start offset, "
-                f"one-way delay 10-80 ms, queue 50-400 packets, loss 0 or 0-2 %"
-                f"{path_change_text(args.path_change_share)}{bursty_text(args.bursty_share)}. "
+                f"{episode_links_text(args.path_change_share, args.bursty_share)}. "
                 f"Clone: {clone_from}; learner "
                 "trunk initialised from "
                 f"{learner_from}. PPO: "
