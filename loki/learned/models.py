@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,11 @@ MODEL_FILE = "model.npz"
 GUARD_LOW_KEY = "obs_low"
 GUARD_HIGH_KEY = "obs_high"
 META_KEY = "meta"
+#: Meta key of the lowest target the model's controller asks for (bps); absent: the
+#: config's own minimum. See :func:`with_min_target`.
+MIN_TARGET_KEY = "min_target_bps"
+#: Bounds of a minimum target: above the config's default minimum, at most its start rate.
+MIN_TARGET_RANGE_BPS = (ControllerConfig().min_bps, ControllerConfig().start_bps)
 #: Registry name -> model folder under MODEL_DIR.
 REGISTERED = {"gcc-clone": "gcc-clone", "rl": "rl", "loki": "loki", "hybrid": "hybrid"}
 KINDS = ("clone", "rl", "loki", "hybrid")
@@ -114,6 +119,14 @@ def controller_from_model(
     ``fault_floor=False`` runs the network alone (to measure what the floor changes).
     """
     m = load_learned(str(Path(path).resolve()))
+    floor = m.meta.get(MIN_TARGET_KEY)
+    if floor is not None:
+        # The model's minimum is the whole controller's: the network's own target, its
+        # parallel GCC and the layer above. Applied only to what the sender reads, the network
+        # saw a rate it did not choose, its guard refused those inputs 62 % more often, and
+        # after a starved spell the sender climbed at GCC's pace (loki/LEARNING.md, session 12).
+        config = config or ControllerConfig()
+        config = replace(config, min_bps=max(config.min_bps, int(floor)))
     cls: type[LearnedController] = RatioController
     if m.kind == "hybrid":
         cls = HybridController
@@ -142,11 +155,13 @@ def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     """Write the model in ``src`` without its stall-risk layer (if it has one) to ``dst``.
 
     The layer is fitted on the network's own decisions, and the online demonstration starts
-    from the network alone, so both need the network without whatever layer ships around it.
-    The network's arrays are copied unchanged."""
+    from the network alone, so both need the network without whatever layer ships around it
+    (the minimum target of :func:`with_min_target` included). The network's arrays are copied
+    unchanged."""
     params = load_model(src)
     meta = read_meta(params)
     meta.pop("risk", None)
+    meta.pop(MIN_TARGET_KEY, None)
     if meta.get("online", {}).get("method") == "risk":
         meta.pop("online")
     return _save(dst, {k: v for k, v in params.items() if k not in RISK_KEYS}, meta)
@@ -169,6 +184,32 @@ def with_risk_level(src: str | os.PathLike[str], dst: str | os.PathLike[str], le
     if level != 1.0:
         risk["level"] = float(level)
     meta["risk"] = risk
+    return _save(dst, params, meta)
+
+
+def with_min_target(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], min_target_bps: int | None
+) -> Path:
+    """Write the model in ``src`` to ``dst`` with the lowest target its controller asks the
+    sender for set to ``min_target_bps`` (None: no minimum of its own).
+
+    Why (loki/LEARNING.md, session 12): the encoder cannot follow a target below its floor
+    (libvpx VP8 at 640x360: 374 kbps at its largest quantizer, measured); it drops frames
+    instead, and a sender asked for a few tens of kbps can send nothing for seconds after a
+    keyframe, so no feedback comes back to raise the target: a stall of the sender's making on
+    a link that carries megabits. A minimum keeps something flowing; its value was chosen on
+    the development set. Every array is copied unchanged."""
+    lo, hi = MIN_TARGET_RANGE_BPS
+    if min_target_bps is not None and not lo < min_target_bps <= hi:
+        raise ValueError(
+            f"--min-target-kbps must be above {lo / 1000:g} and at most {hi / 1000:g} kbps "
+            f"(the default minimum and start rate), got {min_target_bps / 1000:g}"
+        )
+    params = load_model(src)
+    meta = read_meta(params)
+    meta.pop(MIN_TARGET_KEY, None)
+    if min_target_bps is not None:
+        meta[MIN_TARGET_KEY] = int(min_target_bps)
     return _save(dst, params, meta)
 
 

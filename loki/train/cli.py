@@ -7,6 +7,7 @@ without them (``pip install 'loki-bwe[train]'`` adds them).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,8 +138,16 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--level-only",
         action="store_true",
-        help="risk: keep the model's fitted layer and set its --risk-level (no logging, no "
-        "fit); writes --out (default: over --from)",
+        help="risk: keep the model's fitted layer and set its --risk-level and/or "
+        "--min-target-kbps (no logging, no fit); writes --out (default: over --from)",
+    )
+    p.add_argument(
+        "--min-target-kbps",
+        type=float,
+        metavar="K",
+        help="risk --level-only: the lowest target the model asks the sender for (below the "
+        "encoder's floor a sender can starve itself of feedback; loki/LEARNING.md, session "
+        "12); 0 removes it",
     )
     p.set_defaults(func=cmd_train)
     return p
@@ -156,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ("--sessions", args.sessions),
         ("--session-s", args.session_s),
         ("--level-only", args.level_only or None),
+        ("--min-target-kbps", args.min_target_kbps),
     ):
         if value is not None:
             from loki.cli import CliError
@@ -208,8 +218,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _set_risk_level(args: argparse.Namespace) -> int:
-    """``loki train risk --level-only``: the fitted layer as it is, at another level."""
-    from loki.learned.models import model_path, with_risk_level
+    """``loki train risk --level-only``: the fitted layer as it is, at another level and/or
+    with another minimum target."""
+    from loki.learned.models import model_path, with_min_target, with_risk_level
 
     fitting = [
         flag
@@ -224,21 +235,41 @@ def _set_risk_level(args: argparse.Namespace) -> int:
     ]
     if fitting:
         raise ValueError(f"{', '.join(fitting)}: options of a fit, not of --level-only")
-    if args.risk_level is None:
-        raise ValueError("--level-only needs --risk-level L")
+    if args.risk_level is None and args.min_target_kbps is None:
+        raise ValueError("--level-only needs --risk-level L and/or --min-target-kbps K")
+    min_target_bps = None
+    if args.min_target_kbps is not None:
+        if not math.isfinite(args.min_target_kbps) or args.min_target_kbps < 0:
+            raise ValueError(f"--min-target-kbps must be >= 0, got {args.min_target_kbps}")
+        min_target_bps = round(args.min_target_kbps * 1000) or None
     source = Path(args.from_model) if args.from_model is not None else model_path("loki")
     if not source.is_file():
         raise FileNotFoundError(f"no such model: {source}")
     out = Path(args.out) if args.out is not None else source
     out_file = out if out.suffix == ".npz" else out / "model.npz"
-    with_risk_level(source, out_file, args.risk_level)
+    written = source
+    if args.risk_level is not None:
+        written = with_risk_level(written, out_file, args.risk_level)
+    if args.min_target_kbps is not None:
+        written = with_min_target(written, out_file, min_target_bps)
     card = source.parent / "card.md"
     shown = source.resolve()
     if shown.is_relative_to(Path.cwd()):
         shown = shown.relative_to(Path.cwd())  # a shipped model's card names a repo path
+    what, flags = [], []
+    if args.risk_level is not None:
+        what.append(f"level of the stall-risk layer set to {args.risk_level:g}")
+        flags.append(f"--risk-level {args.risk_level:g}")
+    if args.min_target_kbps is not None:
+        what.append(
+            f"minimum target set to {args.min_target_kbps:g} kbps"
+            if min_target_bps
+            else "minimum target removed"
+        )
+        flags.append(f"--min-target-kbps {args.min_target_kbps:g}")
     note = (
-        f"\nLevel of the stall-risk layer set to {args.risk_level:g} by `loki train risk "
-        f"--level-only --risk-level {args.risk_level:g} --from {shown}` (arrays unchanged).\n"
+        f"\n{' and '.join(what).capitalize()} by `loki train risk --level-only "
+        f"{' '.join(flags)} --from {shown}` (arrays unchanged).\n"
     )
     if card.is_file():
         # The card says what the model is: the level goes into it (a copy's, or the model's own).
@@ -270,6 +301,8 @@ def _train_risk(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(ignored)}: not options of 'loki train risk'")
     if args.level_only:
         return _set_risk_level(args)
+    if args.min_target_kbps is not None:
+        raise ValueError("--min-target-kbps is set with --level-only (on a fitted model)")
     path, figures = train_risk(
         from_model=args.from_model,
         traces=args.traces,

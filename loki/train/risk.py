@@ -21,8 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from loki.experience import LOG_SUFFIX, find_logs, log_emulated_session
-from loki.learned.models import model_path, without_risk_layer
+from loki.learned.models import (
+    MIN_TARGET_KEY,
+    model_path,
+    read_meta,
+    with_min_target,
+    without_risk_layer,
+)
 from loki.learned.stall_risk import check_level
+from loki.nn import load_model
 from loki.train.data import LinkRanges, bursty_text, draw_spec, training_trace_paths
 from loki.train.online import RISK_K, train_online_risk
 from loki.train.parallel import Executor
@@ -117,9 +124,13 @@ def train_risk(
             session_s=session_s,
             bursty_share=bursty_share,
         )
+        min_target = read_meta(load_model(source)).get(MIN_TARGET_KEY)
         figures = train_online_risk(
             [log_dir], network, out_file, k=k, smoothing=smoothing, level=level, source=source
         )
+        if min_target is not None:
+            # The logs are the network's alone; the sender's minimum stays the source's.
+            with_min_target(out_file, out_file, int(min_target))
     layer_card = card.read_text()
     head = old_card.split(CARD_MARKER)[0].rstrip()
     command = (
