@@ -69,6 +69,11 @@ def test_it_is_the_whole_controllers_minimum(unfloored) -> None:
     # A caller's higher minimum stands; a model without one keeps the caller's.
     assert controller_from_model(LOKI, ControllerConfig(min_bps=250_000)).config.min_bps == 250_000
     assert controller_from_model(unfloored).config.min_bps == ControllerConfig().min_bps
+    # A sender that starts lower starts at the minimum; one whose ceiling is below it is told.
+    low_start = controller_from_model(LOKI, ControllerConfig(min_bps=30_000, start_bps=100_000))
+    assert low_start.config.start_bps == 200_000 and low_start.target_bps == 200_000
+    with pytest.raises(ValueError, match="at least 200 kbps, above the config's max_bps"):
+        controller_from_model(LOKI, ControllerConfig(start_bps=100_000, max_bps=150_000))
 
 
 def test_after_a_starved_spell_the_minimum_lets_the_sender_climb_back(unfloored) -> None:

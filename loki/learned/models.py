@@ -126,7 +126,14 @@ def controller_from_model(
         # saw a rate it did not choose, its guard refused those inputs 62 % more often, and
         # after a starved spell the sender climbed at GCC's pace (loki/LEARNING.md, session 12).
         config = config or ControllerConfig()
-        config = replace(config, min_bps=max(config.min_bps, int(floor)))
+        low = max(config.min_bps, int(floor))
+        if config.max_bps < low:
+            raise ValueError(
+                f"{path}: the model asks for at least {low / 1000:g} kbps, above the "
+                f"config's max_bps ({config.max_bps / 1000:g} kbps)"
+            )
+        # A start below the minimum would be raised to it by the first decision anyway.
+        config = replace(config, min_bps=low, start_bps=max(config.start_bps, low))
     cls: type[LearnedController] = RatioController
     if m.kind == "hybrid":
         cls = HybridController
