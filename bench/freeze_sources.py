@@ -3,7 +3,7 @@ elsewhere; and, outside outages, while the sender starves itself or where the li
 little.
 
     .venv/bin/python bench/freeze_sources.py --traces DIR... [--sample 3] \
-        [--controllers gcc,loki] [--workers 2] [--json out.json]
+        [--controllers gcc,loki] [--workers 2] [--json out.json] [--plot out.png]
 
 Why: issue 4's stall bars are relative cuts of the mean stall rate, and a sending rate can
 only cut freeze time that a sending rate causes. No rate ends an outage; where the link
@@ -214,6 +214,36 @@ def markdown(lines: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def plot(lines: list[dict], path: Path, title: str = "") -> None:
+    """Each controller's freeze seconds as a stacked bar: in outages, after them, the rest
+    (the rest hatched where it was starved), so the part a sending rate can change stands out
+    from the part it cannot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["controller"] for s in lines]
+    x = np.arange(len(names))
+    total = np.array([s["freeze_s"] for s in lines])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 4.0))
+    bottom = np.zeros(len(names))
+    for cat, color in (("in_outage", "0.55"), ("after_outage", "0.75"), ("rest", "tab:red")):
+        h = total * np.array([s[cat] for s in lines])
+        ax.bar(x, h, 0.6, bottom=bottom, color=color, label=cat.replace("_", " "))
+        bottom += h
+    starved = total * np.array([s["starved"] for s in lines])
+    ax.bar(x, starved, 0.6, bottom=bottom - starved, fill=False, hatch="//", label="starved")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("freeze time (s, all sessions)")
+    ax.set_title(title or "where the freeze time sits")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, nargs="+", required=True, help="trace family folders")
@@ -224,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--json", type=Path, help="write every session's figures and the summary")
+    p.add_argument("--plot", type=Path, help="write a stacked bar chart (PNG) of the summary")
     args = p.parse_args(argv)
     if args.sample is not None and args.sample <= 0:
         p.error("--sample must be > 0")
@@ -248,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(jobs[i : i + CHUNK]))
     lines = summary(rows, controllers)
     print(markdown(lines))
+    if args.plot:
+        plot(lines, args.plot, ", ".join(d.name for d in args.traces))
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps({"summary": lines, "sessions": rows}, indent=1))

@@ -73,8 +73,10 @@ def test_the_command_runs_sessions_and_writes_its_figures(tmp_path, capsys) -> N
     family = tmp_path / "family"
     family.mkdir()
     write_mahimahi(OUTAGE, family / "outage.up")
-    out = tmp_path / "sources.json"
-    assert main(["--traces", str(family), "--controllers", "gcc", "--json", str(out)]) == 0
+    out, png = tmp_path / "sources.json", tmp_path / "sources.png"
+    argv = ["--traces", str(family), "--controllers", "gcc", "--json", str(out), "--plot", str(png)]
+    assert main(argv) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "| gcc | 12 |" in printed  # 4 windows x 3 link settings
     data = json.loads(out.read_text())
