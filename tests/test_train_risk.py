@@ -10,6 +10,7 @@ import pytest
 from loki.cli import main
 from loki.learned.models import (
     MIN_TARGET_KEY,
+    MIN_TARGET_QUEUE_KEY,
     controller_from_model,
     model_path,
     read_meta,
@@ -48,7 +49,8 @@ def test_it_writes_the_shipped_network_with_a_layer_and_keeps_the_card(made) -> 
             np.testing.assert_array_equal(params[key], shipped[key])
     assert read_meta(params)["risk"]["k"] == 4.0 and figures["logs"] == 4
     # The logs are the network's alone; the model keeps the source's minimum target.
-    assert read_meta(params)[MIN_TARGET_KEY] == read_meta(shipped)[MIN_TARGET_KEY]
+    for key in (MIN_TARGET_KEY, MIN_TARGET_QUEUE_KEY):
+        assert read_meta(params)[key] == read_meta(shipped)[key]
     assert len(list(logs.iterdir())) == 4
     card = (path.parent / "card.md").read_text()
     assert card.startswith("# loki\n\nThe network's own card.") and card.count(CARD_MARKER) == 1
@@ -72,7 +74,7 @@ def test_the_network_alone_is_what_gets_logged(made, tmp_path) -> None:
     path, _, _ = made
     net = without_risk_layer(path, tmp_path / "n.npz")
     assert not set(PARAM_KEYS) & set(load_model(net))
-    assert MIN_TARGET_KEY not in read_meta(load_model(net))
+    assert not {MIN_TARGET_KEY, MIN_TARGET_QUEUE_KEY} & set(read_meta(load_model(net)))
 
 
 def test_the_command_line_and_its_refusals(traces, tmp_path, capsys) -> None:

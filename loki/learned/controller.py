@@ -37,6 +37,7 @@ from loki.api import Controller, ControllerConfig, ProbeCluster, TransportFeedba
 from loki.features import FEATURE_NAMES, OBS_SIZE, FeatureBuilder, gcc_sensors
 from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
+from loki.learned.min_target import MinTarget
 from loki.learned.policies import ACTION_HIGH, ACTION_LOW
 
 #: Log2 of the largest rate change one action can make (1.0: halve to double).
@@ -76,6 +77,7 @@ class LearnedController(Controller):
         normalize: Normalize | None = None,
         guard: InputGuard | None = None,
         fault_floor: FaultFloor | None = None,
+        min_target: MinTarget | None = None,
     ) -> None:
         super().__init__(config)
         self.gcc = GoogCcNetworkController(self.config)
@@ -84,6 +86,10 @@ class LearnedController(Controller):
         self.normalize = normalize
         self.guard = guard or InputGuard()
         self.fault_floor = fault_floor
+        self.min_target = min_target
+        #: The minimum target in force (the config's without a :class:`MinTarget`); stages
+        #: above the network (the stall-risk layer) hold their output at it too.
+        self.min_bps_now = self.config.min_bps
         self._now_us = 0
         self._target_bps = self.gcc.target_bps
         self._reports = 0
@@ -127,6 +133,8 @@ class LearnedController(Controller):
         self.gcc.on_process_interval(at_us)
         if self.fault_floor is not None:
             self.fault_floor.on_tick(at_us, self.target_bps)
+        if self.min_target is not None:
+            self._hold_min(at_us)  # a silent path (no reports) opens the gate between them
 
     def on_feedback(self, report: TransportFeedback) -> int:
         self.gcc.on_feedback(report)
@@ -136,6 +144,8 @@ class LearnedController(Controller):
         if self.fault_floor is not None:
             self.fault_floor.on_report(self._now_us)
         row = self.features.row(report, self.target_bps, gcc_sensors(self.gcc))
+        if self.min_target is not None:
+            self.min_target.on_report(self._now_us, float(row[_QDELAY]))
         if self.fault_floor is not None:
             recv_bps = (2.0 ** float(row[_RECV]) - 1.0) * 1e6  # the feature is log2(1 + Mbps)
             self.fault_floor.on_delay(
@@ -188,7 +198,16 @@ class LearnedController(Controller):
                 bounded = floor.cap_bps(bounded, self._now_us)
                 if bounded != proposed:
                     self._set_to(bounded)
+        if self.min_target is not None:
+            self._hold_min(self._now_us)
         return self.target_bps
+
+    def _hold_min(self, at_us: int) -> None:
+        """Raise the target to the :class:`MinTarget` in force, if it is below."""
+        low = self.min_target.bps(at_us)  # type: ignore[union-attr]
+        self.min_bps_now = low
+        if self.target_bps < low:
+            self._set_to(low)
 
     def _act(self, action: float) -> None:
         raise NotImplementedError

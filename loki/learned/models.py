@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from loki.learned.controller import (
 )
 from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
+from loki.learned.min_target import MinTarget
 from loki.learned.policies import FusionPolicy, MlpPolicy
 from loki.learned.stall_risk import PARAM_KEYS as RISK_KEYS
 from loki.learned.stall_risk import RiskAdjustedController, StallRisk
@@ -41,6 +42,9 @@ META_KEY = "meta"
 #: Meta key of the lowest target the model's controller asks for (bps); absent: the
 #: config's own minimum. See :func:`with_min_target`.
 MIN_TARGET_KEY = "min_target_bps"
+#: Meta key of the queueing delay (ms) above which the minimum target does not hold.
+MIN_TARGET_QUEUE_KEY = "min_target_queue_ms"
+DEFAULT_MIN_TARGET_QUEUE_MS = 200.0
 #: Bounds of a minimum target: above the config's default minimum, at most its start rate.
 MIN_TARGET_RANGE_BPS = (ControllerConfig().min_bps, ControllerConfig().start_bps)
 #: Registry name -> model folder under MODEL_DIR.
@@ -119,21 +123,6 @@ def controller_from_model(
     ``fault_floor=False`` runs the network alone (to measure what the floor changes).
     """
     m = load_learned(str(Path(path).resolve()))
-    floor = m.meta.get(MIN_TARGET_KEY)
-    if floor is not None:
-        # The model's minimum is the whole controller's: the network's own target, its
-        # parallel GCC and the layer above. Applied only to what the sender reads, the network
-        # saw a rate it did not choose, its guard refused those inputs 62 % more often, and
-        # after a starved spell the sender climbed at GCC's pace (loki/LEARNING.md, session 12).
-        config = config or ControllerConfig()
-        low = max(config.min_bps, int(floor))
-        if config.max_bps < low:
-            raise ValueError(
-                f"{path}: the model asks for at least {low / 1000:g} kbps, above the "
-                f"config's max_bps ({config.max_bps / 1000:g} kbps)"
-            )
-        # A start below the minimum would be raised to it by the first decision anyway.
-        config = replace(config, min_bps=low, start_bps=max(config.start_bps, low))
     cls: type[LearnedController] = RatioController
     if m.kind == "hybrid":
         cls = HybridController
@@ -151,11 +140,20 @@ def controller_from_model(
         normalize=m.normalize,
         guard=InputGuard(m.guard_low, m.guard_high),
         fault_floor=FaultFloor() if fault_floor else None,
+        min_target=_min_target(m.meta, config or ControllerConfig()),
     )
     ctl.name = name or m.kind  # type: ignore[misc]
     if m.risk is not None:
         return RiskAdjustedController(ctl, m.risk)
     return ctl
+
+
+def _min_target(meta: dict, config: ControllerConfig) -> MinTarget | None:
+    """The model's gated minimum target (:func:`with_min_target`), if it has one."""
+    floor = meta.get(MIN_TARGET_KEY)
+    if floor is None or floor <= config.min_bps:
+        return None  # a caller's own minimum at or above it already holds
+    return MinTarget(int(floor), config.min_bps, float(meta[MIN_TARGET_QUEUE_KEY]))
 
 
 def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
@@ -169,6 +167,7 @@ def without_risk_layer(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     meta = read_meta(params)
     meta.pop("risk", None)
     meta.pop(MIN_TARGET_KEY, None)
+    meta.pop(MIN_TARGET_QUEUE_KEY, None)
     if meta.get("online", {}).get("method") == "risk":
         meta.pop("online")
     return _save(dst, {k: v for k, v in params.items() if k not in RISK_KEYS}, meta)
@@ -195,28 +194,30 @@ def with_risk_level(src: str | os.PathLike[str], dst: str | os.PathLike[str], le
 
 
 def with_min_target(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], min_target_bps: int | None
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    min_target_bps: int | None,
+    queue_ms: float = DEFAULT_MIN_TARGET_QUEUE_MS,
 ) -> Path:
-    """Write the model in ``src`` to ``dst`` with the lowest target its controller asks the
-    sender for set to ``min_target_bps`` (None: no minimum of its own).
-
-    Why (loki/LEARNING.md, session 12): the encoder cannot follow a target below its floor
-    (libvpx VP8 at 640x360: 374 kbps at its largest quantizer, measured); it drops frames
-    instead, and a sender asked for a few tens of kbps can send nothing for seconds after a
-    keyframe, so no feedback comes back to raise the target: a stall of the sender's making on
-    a link that carries megabits. A minimum keeps something flowing; its value was chosen on
-    the development set. Every array is copied unchanged."""
+    """Write the model in ``src`` to ``dst`` with a gated minimum target: its controller asks
+    for at least ``min_target_bps`` while the path shows less than ``queue_ms`` of queueing
+    delay (None: no minimum of its own). Why, and why gated: :mod:`loki.learned.min_target`.
+    Every array is copied unchanged."""
     lo, hi = MIN_TARGET_RANGE_BPS
     if min_target_bps is not None and not lo < min_target_bps <= hi:
         raise ValueError(
             f"--min-target-kbps must be above {lo / 1000:g} and at most {hi / 1000:g} kbps "
             f"(the default minimum and start rate), got {min_target_bps / 1000:g}"
         )
+    if not queue_ms > 0:
+        raise ValueError(f"--min-target-queue-ms must be > 0, got {queue_ms:g}")
     params = load_model(src)
     meta = read_meta(params)
     meta.pop(MIN_TARGET_KEY, None)
+    meta.pop(MIN_TARGET_QUEUE_KEY, None)
     if min_target_bps is not None:
         meta[MIN_TARGET_KEY] = int(min_target_bps)
+        meta[MIN_TARGET_QUEUE_KEY] = float(queue_ms)
     return _save(dst, params, meta)
 
 

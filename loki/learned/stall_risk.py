@@ -183,7 +183,9 @@ class RiskAdjustedController(WrappedController):
 
     @property
     def target_bps(self) -> int:
-        return self.config.clamp(self.learned.target_bps * self.risk_factor)
+        # Never below the network's minimum in force (its MinTarget, if any).
+        low = self.learned.min_bps_now
+        return max(self.config.clamp(self.learned.target_bps * self.risk_factor), low)
 
     # What the experience log and the evaluation read from a learned controller.
     @property

@@ -149,6 +149,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "encoder's floor a sender can starve itself of feedback; loki/LEARNING.md, session "
         "12); 0 removes it",
     )
+    p.add_argument(
+        "--min-target-queue-ms",
+        type=float,
+        metavar="Q",
+        help="risk --level-only --min-target-kbps: the minimum holds only while the path's "
+        "queueing delay is below Q ms (default 200)",
+    )
     p.set_defaults(func=cmd_train)
     return p
 
@@ -166,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ("--session-s", args.session_s),
         ("--level-only", args.level_only or None),
         ("--min-target-kbps", args.min_target_kbps),
+        ("--min-target-queue-ms", args.min_target_queue_ms),
     ):
         if value is not None:
             from loki.cli import CliError
@@ -220,7 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _set_risk_level(args: argparse.Namespace) -> int:
     """``loki train risk --level-only``: the fitted layer as it is, at another level and/or
     with another minimum target."""
-    from loki.learned.models import model_path, with_min_target, with_risk_level
+    from loki.learned.models import (
+        DEFAULT_MIN_TARGET_QUEUE_MS,
+        model_path,
+        with_min_target,
+        with_risk_level,
+    )
 
     fitting = [
         flag
@@ -242,6 +255,13 @@ def _set_risk_level(args: argparse.Namespace) -> int:
         if not math.isfinite(args.min_target_kbps) or args.min_target_kbps < 0:
             raise ValueError(f"--min-target-kbps must be >= 0, got {args.min_target_kbps}")
         min_target_bps = round(args.min_target_kbps * 1000) or None
+    if args.min_target_queue_ms is not None and not min_target_bps:
+        raise ValueError("--min-target-queue-ms goes with a --min-target-kbps above 0")
+    queue_ms = (
+        DEFAULT_MIN_TARGET_QUEUE_MS
+        if args.min_target_queue_ms is None
+        else args.min_target_queue_ms
+    )
     source = Path(args.from_model) if args.from_model is not None else model_path("loki")
     if not source.is_file():
         raise FileNotFoundError(f"no such model: {source}")
@@ -251,7 +271,7 @@ def _set_risk_level(args: argparse.Namespace) -> int:
     if args.risk_level is not None:
         written = with_risk_level(written, out_file, args.risk_level)
     if args.min_target_kbps is not None:
-        written = with_min_target(written, out_file, min_target_bps)
+        written = with_min_target(written, out_file, min_target_bps, queue_ms)
     card = source.parent / "card.md"
     shown = source.resolve()
     if shown.is_relative_to(Path.cwd()):
@@ -262,11 +282,14 @@ def _set_risk_level(args: argparse.Namespace) -> int:
         flags.append(f"--risk-level {args.risk_level:g}")
     if args.min_target_kbps is not None:
         what.append(
-            f"minimum target set to {args.min_target_kbps:g} kbps"
+            f"minimum target set to {args.min_target_kbps:g} kbps while the queueing delay is "
+            f"below {queue_ms:g} ms"
             if min_target_bps
             else "minimum target removed"
         )
         flags.append(f"--min-target-kbps {args.min_target_kbps:g}")
+        if args.min_target_queue_ms is not None:
+            flags.append(f"--min-target-queue-ms {args.min_target_queue_ms:g}")
     note = (
         f"\n{' and '.join(what).capitalize()} by `loki train risk --level-only "
         f"{' '.join(flags)} --from {shown}` (arrays unchanged).\n"
@@ -301,7 +324,7 @@ def _train_risk(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(ignored)}: not options of 'loki train risk'")
     if args.level_only:
         return _set_risk_level(args)
-    if args.min_target_kbps is not None:
+    if args.min_target_kbps is not None or args.min_target_queue_ms is not None:
         raise ValueError("--min-target-kbps is set with --level-only (on a fitted model)")
     path, figures = train_risk(
         from_model=args.from_model,

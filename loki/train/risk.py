@@ -23,6 +23,7 @@ import numpy as np
 from loki.experience import LOG_SUFFIX, find_logs, log_emulated_session
 from loki.learned.models import (
     MIN_TARGET_KEY,
+    MIN_TARGET_QUEUE_KEY,
     model_path,
     read_meta,
     with_min_target,
@@ -124,13 +125,14 @@ def train_risk(
             session_s=session_s,
             bursty_share=bursty_share,
         )
-        min_target = read_meta(load_model(source)).get(MIN_TARGET_KEY)
+        source_meta = read_meta(load_model(source))
+        min_target = source_meta.get(MIN_TARGET_KEY)
         figures = train_online_risk(
             [log_dir], network, out_file, k=k, smoothing=smoothing, level=level, source=source
         )
         if min_target is not None:
             # The logs are the network's alone; the sender's minimum stays the source's.
-            with_min_target(out_file, out_file, int(min_target))
+            with_min_target(out_file, out_file, int(min_target), source_meta[MIN_TARGET_QUEUE_KEY])
     layer_card = card.read_text()
     head = old_card.split(CARD_MARKER)[0].rstrip()
     command = (
