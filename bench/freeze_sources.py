@@ -46,12 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loki.api import ControllerConfig
 from loki.emu.encoder import EncoderCalibration
-from loki.emu.session import Session, SessionConfig
 from loki.qoe import session_freezes
 from loki.train.data import EpisodeSpec
 from loki.train.evaluate import specs_for
 from loki.train.parallel import Executor
-from loki.train.rollout import build_controller, check_controller
+from loki.train.rollout import check_controller, play
 from traces.trace import Trace
 
 #: A longer gap between delivery opportunities is an outage (one 1504-byte opportunity per
@@ -156,15 +155,12 @@ def freeze_sources(
 def run_one(job: tuple[EpisodeSpec, str]) -> dict:
     """One session of one controller: its QoE and its freeze sources (a worker's job)."""
     spec, controller = job
-    link = spec.link()
-    ctl = build_controller(controller, link.trace)
-    session = Session(ctl, link, SessionConfig(duration_s=spec.duration_s, seed=spec.seed))
-    res = session.run()
+    session, res, ctl = play(spec, controller)
     duration_ms = int(spec.duration_s * 1000)
     freezes = session_freezes(list(session.receiver.render_ms), 0.0, duration_ms)
     src = freeze_sources(
         freezes,
-        link.trace,
+        spec.link().trace,
         res.decisions,
         delay_ms=spec.delay_ms,
         duration_ms=duration_ms,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from loki.api import Controller
-from loki.emu.session import Session, SessionConfig
+from loki.emu.session import Session, SessionConfig, SessionResult
 from loki.train.data import EpisodeSpec
 from traces.trace import Trace
 
@@ -43,13 +43,19 @@ def mean_abs_log2_change(rates_bps: list[int] | np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(np.log2(np.maximum(r, 1.0))))))
 
 
-def run_session(job: tuple[EpisodeSpec, str]) -> dict:
-    """QoE of one controller on one episode, plus smoothness and guard figures."""
-    spec, controller = job
+def play(spec: EpisodeSpec, controller: str) -> tuple[Session, SessionResult, Controller]:
+    """Run a fresh ``controller`` on the episode ``spec``: the finished session (its
+    receiver's records), its result and the controller (its guard's counts)."""
     link = spec.link()
     ctl = build_controller(controller, link.trace)
     session = Session(ctl, link, SessionConfig(duration_s=spec.duration_s, seed=spec.seed))
-    res = session.run()
+    return session, session.run(), ctl
+
+
+def run_session(job: tuple[EpisodeSpec, str]) -> dict:
+    """QoE of one controller on one episode, plus smoothness and guard figures."""
+    spec, controller = job
+    _, res, ctl = play(spec, controller)
     row = res.qoe.to_dict()
     row["controller"] = controller
     row["trace"] = spec.trace_path
