@@ -160,7 +160,7 @@ def run_one(job: tuple[EpisodeSpec, str]) -> dict:
     freezes = session_freezes(list(session.receiver.render_ms), 0.0, duration_ms)
     src = freeze_sources(
         freezes,
-        spec.link().trace,
+        session.link.trace,
         res.decisions,
         delay_ms=spec.delay_ms,
         duration_ms=duration_ms,

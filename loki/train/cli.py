@@ -225,6 +225,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(*flags: tuple[str, bool]) -> list[str]:
+    """The flags of ``(flag, given)`` pairs that were given (to refuse them in one line)."""
+    return [flag for flag, given in flags if given]
+
+
 def _set_risk_level(args: argparse.Namespace) -> int:
     """``loki train risk --level-only``: the fitted layer as it is, at another level and/or
     with another minimum target."""
@@ -235,17 +240,13 @@ def _set_risk_level(args: argparse.Namespace) -> int:
         with_risk_level,
     )
 
-    fitting = [
-        flag
-        for flag, given in (
-            ("--traces", args.traces is not None),
-            ("--sessions", args.sessions is not None),
-            ("--session-s", args.session_s is not None),
-            ("--logs", args.logs is not None),
-            ("--bursty", args.bursty is not None),
-        )
-        if given
-    ]
+    fitting = _given(
+        ("--traces", args.traces is not None),
+        ("--sessions", args.sessions is not None),
+        ("--session-s", args.session_s is not None),
+        ("--logs", args.logs is not None),
+        ("--bursty", args.bursty is not None),
+    )
     if fitting:
         raise ValueError(f"{', '.join(fitting)}: options of a fit, not of --level-only")
     if args.risk_level is None and args.min_target_kbps is None:
@@ -308,18 +309,14 @@ def _train_risk(args: argparse.Namespace) -> int:
 
     if args.logs is not None and len(args.logs) != 1:
         raise ValueError("loki train risk --logs takes one folder (where the logs are kept)")
-    ignored = [
-        flag
-        for flag, given in (
-            ("--steps", args.steps is not None),
-            ("--ray-address", args.ray_address is not None),
-            ("--clone", args.clone is not None),
-            ("--method", args.method != "risk"),
-            ("--stall-weight", args.stall_weight is not None),
-            ("--change-weight", args.change_weight is not None),
-        )
-        if given
-    ]
+    ignored = _given(
+        ("--steps", args.steps is not None),
+        ("--ray-address", args.ray_address is not None),
+        ("--clone", args.clone is not None),
+        ("--method", args.method != "risk"),
+        ("--stall-weight", args.stall_weight is not None),
+        ("--change-weight", args.change_weight is not None),
+    )
     if ignored:
         raise ValueError(f"{', '.join(ignored)}: not options of 'loki train risk'")
     if args.level_only:
