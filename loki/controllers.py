@@ -5,7 +5,9 @@ rate (for tests and link calibration); ``oracle`` reads the trace's future capac
 reference, not something a sender can ship; ``scaled:FACTOR:NAME`` sends FACTOR x what the
 controller NAME asks for (at a few factors, that controller's own bitrate-for-stall curve: the
 yardstick another controller has to beat, since moving along a curve is a choice of operating
-point, not a better estimator).
+point, not a better estimator); ``pushback:NAME`` is NAME behind libwebrtc's congestion-window
+pushback (:mod:`loki.pushback`), a sender stage measured as a reference (loki/LEARNING.md,
+session 13).
 """
 
 from __future__ import annotations
@@ -126,9 +128,9 @@ def controller_names() -> list[str]:
 
 
 def _known() -> str:
-    # scaled:FACTOR:NAME is a reference curve, not a controller of its own: loops over
-    # controller_names() (the fault and fuzz suites) leave it out; error messages offer it.
-    return ", ".join([*controller_names(), "scaled:FACTOR:NAME"])
+    # scaled:FACTOR:NAME and pushback:NAME are references, not controllers of their own: loops
+    # over controller_names() (the fault and fuzz suites) leave them out; error messages offer them.
+    return ", ".join([*controller_names(), "scaled:FACTOR:NAME", "pushback:NAME"])
 
 
 def _load_learned() -> None:
@@ -184,6 +186,13 @@ def make_controller(
         if not 0 < factor < float("inf"):
             raise ValueError(f"scaled needs a factor > 0, got {name!r}")
         return ScaledController(make_controller(inner_name, config, trace=trace), factor, config)
+    if name.startswith("pushback:"):
+        from loki.pushback import PushbackController
+
+        inner_name = name.split(":", 1)[1]
+        if not inner_name:
+            raise ValueError(f"pushback needs a controller: 'pushback:loki', got {name!r}")
+        return PushbackController(make_controller(inner_name, config, trace=trace), config)
     if name.endswith(MODEL_SUFFIX):
         return _from_model_file(name, config)
     if name not in _FACTORIES:

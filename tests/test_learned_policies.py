@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fusion.dual_weight import DualWeightFusion
-from loki.learned.policies import FusionPolicy, MlpPolicy
+from loki.learned.models import model_path
+from loki.learned.policies import FusionPolicy, MlpPolicy, decode_state_head
 from loki.nn import Normalizer
 
 N_IN, H = 12, 8
@@ -127,3 +128,36 @@ def test_clone_net_state_head_trains_on_moves_and_decodes_like_numpy():
         outs = net(x).numpy()
     assert acts.tolist() == pytest.approx([-0.2, 0.0, 0.0, 0.011, 0.3], abs=0.02)
     assert [decode_state_head(o) for o in outs] == pytest.approx(acts.tolist(), abs=1e-6)
+
+
+def test_creep_decoding_keeps_the_cut_and_weights_the_climb_by_its_odds():
+    from loki.learned.policies import decode_state_head_creep, decode_state_head_expected
+
+    # A likeliest cut is the argmax's cut, whatever the other odds.
+    assert decode_state_head_creep(np.array([3.0, 2.9, 2.9, -0.25, 0.5])) == -0.25
+    # Otherwise the climb times p(increase) / (p(hold) + p(increase)): even odds halve it.
+    assert decode_state_head_creep(np.array([-5.0, 1.0, 1.0, -0.25, 0.02])) == pytest.approx(0.01)
+    assert decode_state_head_creep(np.array([-5.0, 9.0, 0.0, -0.25, 0.02])) < 1e-5
+    assert decode_state_head_creep(np.array([-5.0, 0.0, 0.0, -0.25, -0.3])) == 0.0
+    # The expected move mixes the cut in too.
+    out = np.array([0.0, 0.0, 0.0, -0.3, 0.03])
+    assert decode_state_head_expected(out) == pytest.approx((-0.3 + 0.03) / 3)
+
+
+def test_a_clone_carries_its_decoding_in_its_meta(tmp_path, rng):
+    from loki.learned.models import load_learned, with_decode
+    from loki.learned.policies import decode_state_head_creep
+
+    src = model_path("gcc-clone")
+    dst = with_decode(src, tmp_path / "creep.npz", "creep")
+    shipped, creep = load_learned(str(src)), load_learned(str(dst))
+    assert creep.meta["state_head_decode"] == "creep"
+    x = rng.normal(size=shipped.policy.obs_size).astype(np.float32)
+    f = creep.policy.features(x)
+    out = creep.policy._wh @ f + creep.policy._bh
+    assert creep.policy(x) == pytest.approx(decode_state_head_creep(out))
+    assert shipped.policy(x) == pytest.approx(decode_state_head(out))
+    with pytest.raises(ValueError, match="unknown state-head decoding 'mean'"):
+        with_decode(src, tmp_path / "x.npz", "mean")
+    with pytest.raises(ValueError, match="only a state-head clone"):
+        with_decode(model_path("loki"), tmp_path / "y.npz", "creep")

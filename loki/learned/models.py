@@ -29,7 +29,12 @@ from loki.learned.controller import (
 from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.min_target import MinTarget
-from loki.learned.policies import FusionPolicy, MlpPolicy
+from loki.learned.policies import (
+    STATE_HEAD_DECODERS,
+    STATE_HEAD_OUTPUTS,
+    FusionPolicy,
+    MlpPolicy,
+)
 from loki.learned.stall_risk import PARAM_KEYS as RISK_KEYS
 from loki.learned.stall_risk import RiskAdjustedController, StallRisk
 from loki.nn import Normalizer, load_model
@@ -47,6 +52,10 @@ MIN_TARGET_QUEUE_KEY = "min_target_queue_ms"
 DEFAULT_MIN_TARGET_QUEUE_MS = 200.0
 #: Bounds of a minimum target: above the config's default minimum, at most its start rate.
 MIN_TARGET_RANGE_BPS = (ControllerConfig().min_bps, ControllerConfig().start_bps)
+#: Meta key of how a clone's state head becomes an action (a name of STATE_HEAD_DECODERS);
+#: absent: the argmax. See :func:`with_decode`.
+DECODE_KEY = "state_head_decode"
+DEFAULT_DECODE = "argmax"
 #: Registry name -> model folder under MODEL_DIR.
 REGISTERED = {"gcc-clone": "gcc-clone", "rl": "rl", "loki": "loki", "hybrid": "hybrid"}
 KINDS = ("clone", "rl", "loki", "hybrid")
@@ -83,7 +92,9 @@ def _load_learned(path: str, mtime_ns: int, size_bytes: int) -> LoadedModel:
     kind = meta.get("kind")
     norm = Normalizer.from_params(params)
     if kind == "clone":
-        policy: Policy = MlpPolicy(params, "clone", norm)
+        policy: Policy = MlpPolicy(
+            params, "clone", norm, decode=meta.get(DECODE_KEY, DEFAULT_DECODE)
+        )
     elif kind in ("rl", "hybrid"):
         policy = MlpPolicy(params, "actor", norm)
     elif kind == "loki":
@@ -218,6 +229,21 @@ def with_min_target(
     if min_target_bps is not None:
         meta[MIN_TARGET_KEY] = int(min_target_bps)
         meta[MIN_TARGET_QUEUE_KEY] = float(queue_ms)
+    return _save(dst, params, meta)
+
+
+def with_decode(src: str | os.PathLike[str], dst: str | os.PathLike[str], decode: str) -> Path:
+    """Write the state-head clone in ``src`` to ``dst`` decoded by ``decode`` (a name of
+    :data:`loki.learned.policies.STATE_HEAD_DECODERS`); every array is copied unchanged."""
+    if decode not in STATE_HEAD_DECODERS:
+        raise ValueError(
+            f"unknown state-head decoding {decode!r}; known: {', '.join(STATE_HEAD_DECODERS)}"
+        )
+    params = load_model(src)
+    meta = read_meta(params)
+    if meta.get("kind") != "clone" or params["clone.head.0.weight"].shape[0] != STATE_HEAD_OUTPUTS:
+        raise ValueError(f"{src}: only a state-head clone has a decoding to choose")
+    meta[DECODE_KEY] = decode
     return _save(dst, params, meta)
 
 

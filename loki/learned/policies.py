@@ -46,6 +46,41 @@ def decode_state_head(out: np.ndarray) -> float:
     return min(max(float(out[4]), 0.0), ACTION_HIGH)
 
 
+def decode_state_head_creep(out: np.ndarray) -> float:
+    """A state head decoded as the argmax for a cut, and otherwise as the expected climb.
+
+    Why: near a known capacity GCC makes its smallest increases (about a packet per response
+    time), which the argmax rounds to a hold; the clone then holds most of the time and climbs
+    in larger steps (loki/LEARNING.md, session 6, "How the clone moves"). Weighting the
+    increase by its probability against a hold keeps that creep; a cut stays the argmax's,
+    since averaging it in would thin out the rare move (the ensembles' lesson, same section).
+    """
+    if out[0] >= out[1] and out[0] >= out[2]:
+        return min(max(float(out[3]), ACTION_LOW), 0.0)
+    # p_inc / (p_hold + p_inc) = sigmoid(z_inc - z_hold)
+    p_inc = 1.0 / (1.0 + float(np.exp(out[1] - out[2])))
+    return p_inc * min(max(float(out[4]), 0.0), ACTION_HIGH)
+
+
+def decode_state_head_expected(out: np.ndarray) -> float:
+    """A state head decoded as its expected move (a hold counts as 0): the plain mean, the
+    reference the creep decoding departs from only where it cuts."""
+    z = out[:3] - float(np.max(out[:3]))
+    p = np.exp(z)
+    p /= p.sum()
+    dec = min(max(float(out[3]), ACTION_LOW), 0.0)
+    inc = min(max(float(out[4]), 0.0), ACTION_HIGH)
+    return float(p[0]) * dec + float(p[2]) * inc
+
+
+#: How a state head's outputs become an action, by the name a model's meta gives.
+STATE_HEAD_DECODERS = {
+    "argmax": decode_state_head,
+    "creep": decode_state_head_creep,
+    "expected": decode_state_head_expected,
+}
+
+
 def fold_normalizer(
     weight: np.ndarray, bias: np.ndarray, normalizer: Normalizer | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +100,17 @@ class MlpPolicy:
     """
 
     def __init__(
-        self, params: dict[str, np.ndarray], prefix: str, normalizer: Normalizer | None = None
+        self,
+        params: dict[str, np.ndarray],
+        prefix: str,
+        normalizer: Normalizer | None = None,
+        decode: str = "argmax",
     ) -> None:
+        if decode not in STATE_HEAD_DECODERS:
+            raise ValueError(
+                f"unknown state-head decoding {decode!r}; known: {', '.join(STATE_HEAD_DECODERS)}"
+            )
+        self._decode = STATE_HEAD_DECODERS[decode]
         self.trunk = Mlp(params, f"{prefix}.trunk", tanh_last=True)
         self.head = Mlp(params, f"{prefix}.head", tanh_last=False)
         if len(self.trunk.layers) != 2 or len(self.head.layers) != 1:
@@ -95,7 +139,7 @@ class MlpPolicy:
     def __call__(self, x: np.ndarray) -> float:
         f = np.tanh(self._w2 @ np.tanh(self._w1 @ x + self._b1) + self._b2)
         if self.state_head:
-            return decode_state_head(self._wh @ f + self._bh)
+            return self._decode(self._wh @ f + self._bh)
         return _clip_action(float(self._wh @ f) + self._bh)
 
 

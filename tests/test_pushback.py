@@ -1,0 +1,62 @@
+"""loki/pushback.py: ``pushback:NAME``, any controller behind congestion-window pushback."""
+
+from __future__ import annotations
+
+import pytest
+
+from loki.controllers import make_controller
+from loki.emu.session import LinkConfig, Session, SessionConfig
+from loki.pushback import PushbackController
+from traces import generators
+
+
+class Watched(PushbackController):
+    """Records (time, pushback ratio, target) at every process interval (no feedback comes
+    during an outage, so decisions alone would not show it)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.seen: list[tuple[int, float, int]] = []
+
+    def on_process_interval(self, at_us: int) -> None:
+        super().on_process_interval(at_us)
+        self.seen.append((at_us, self.pushback.encoding_rate_ratio, self.target_bps))
+
+
+def run(name: str, trace, watch: bool = False):
+    ctl = make_controller(name, trace=trace)
+    if watch:
+        assert isinstance(ctl, PushbackController)
+        ctl = Watched(ctl.inner)
+    res = Session(ctl, LinkConfig(trace, delay_ms=20, queue_packets=300), SessionConfig(30.0)).run()
+    return ctl, res, getattr(ctl, "seen", [])
+
+
+def test_a_link_that_never_fills_the_window_sees_the_inner_controller_exactly():
+    trace = generators.constant(2.5e6, 30_000)
+    _, gcc, _ = run("gcc", trace)
+    ctl, pb, _ = run("pushback:gcc", trace)
+    assert isinstance(ctl, PushbackController)
+    assert pb.decisions == gcc.decisions
+    assert ctl.pushback.encoding_rate_ratio == 1.0
+
+
+def test_an_outage_pushes_the_encoder_down_and_the_link_coming_back_restores_it():
+    # 2 s without a delivery every 15 s, 3 Mbps otherwise; 300 packets of queue.
+    trace = generators.periodic_outages(3e6, 15_000, 2_000, 30_000)
+    _, pb, seen = run("pushback:gcc", trace, watch=True)
+    in_outage = [(r, t) for at, r, t in seen if 14_000_000 <= at < 15_000_000]  # 13-15 s
+    assert min(t for _, t in in_outage) == 30_000  # the pushback minimum
+    after = [(r, t) for at, r, t in seen if 16_500_000 <= at < 17_000_000]
+    assert min(r for r, _ in after) == 1.0  # back to the estimate within 2 s of the link
+    _, gcc, _ = run("gcc", trace)
+    # What it is for: the queue does not fill during the outage, so less freeze after it.
+    assert pb.qoe.stall_rate < 0.8 * gcc.qoe.stall_rate
+    assert pb.qoe.frame_delay_p95_ms < gcc.qoe.frame_delay_p95_ms
+
+
+def test_pushback_needs_a_controller_to_wrap():
+    with pytest.raises(ValueError, match="pushback needs a controller"):
+        make_controller("pushback:")
+    with pytest.raises(ValueError, match="unknown controller 'nope'"):
+        make_controller("pushback:nope")
