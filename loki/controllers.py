@@ -158,6 +158,13 @@ def _from_model_file(path: str, config: ControllerConfig) -> Controller:
         raise ValueError(f"not a usable model: {why}") from e
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def make_controller(
     name: str, config: ControllerConfig | None = None, *, trace: Trace | None = None
 ) -> Controller:
@@ -187,12 +194,25 @@ def make_controller(
             raise ValueError(f"scaled needs a factor > 0, got {name!r}")
         return ScaledController(make_controller(inner_name, config, trace=trace), factor, config)
     if name.startswith("pushback:"):
+        from gcc.congestion_window_pushback_controller import DEFAULT_MIN_PUSHBACK_TARGET_BPS
         from loki.pushback import PushbackController
 
         inner_name = name.split(":", 1)[1]
+        min_bps = DEFAULT_MIN_PUSHBACK_TARGET_BPS
+        head, sep, rest = inner_name.partition(":")
+        min_kbps = _float_or_none(head) if sep else None
+        if min_kbps is not None:
+            if not 0 < min_kbps < float("inf"):
+                raise ValueError(f"pushback's minimum must be > 0 kbps, got {name!r}")
+            min_bps, inner_name = int(min_kbps * 1000), rest
         if not inner_name:
-            raise ValueError(f"pushback needs a controller: 'pushback:loki', got {name!r}")
-        return PushbackController(make_controller(inner_name, config, trace=trace), config)
+            raise ValueError(
+                f"pushback needs a controller: 'pushback:loki' or 'pushback:374:loki', "
+                f"got {name!r}"
+            )
+        return PushbackController(
+            make_controller(inner_name, config, trace=trace), config, min_bps=min_bps
+        )
     if name.endswith(MODEL_SUFFIX):
         return _from_model_file(name, config)
     if name not in _FACTORIES:

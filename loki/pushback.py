@@ -15,6 +15,7 @@ from collections import deque
 import numpy as np
 
 from gcc.congestion_window_pushback_controller import (
+    DEFAULT_MIN_PUSHBACK_TARGET_BPS,
     DEFAULT_QUEUE_SIZE_MS,
     CongestionWindow,
     CongestionWindowPushbackController,
@@ -32,12 +33,13 @@ class PushbackController(WrappedController):
         inner: Controller,
         config: ControllerConfig | None = None,
         queue_size_ms: int = DEFAULT_QUEUE_SIZE_MS,
+        min_bps: int = DEFAULT_MIN_PUSHBACK_TARGET_BPS,
     ) -> None:
         super().__init__(inner)
         if config is not None:
             self.config = config
         self.window = CongestionWindow(queue_size_ms)
-        self.pushback = CongestionWindowPushbackController()
+        self.pushback = CongestionWindowPushbackController(min_bps)
         self._rate_bps = inner.target_bps
         # (time, bytes produced up to then, rate from then on): the integral of our own output
         self._produced: deque[tuple[int, float, int]] = deque([(0, 0.0, self._rate_bps)])

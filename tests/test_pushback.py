@@ -55,8 +55,27 @@ def test_an_outage_pushes_the_encoder_down_and_the_link_coming_back_restores_it(
     assert pb.qoe.frame_delay_p95_ms < gcc.qoe.frame_delay_p95_ms
 
 
-def test_pushback_needs_a_controller_to_wrap():
-    with pytest.raises(ValueError, match="pushback needs a controller"):
-        make_controller("pushback:")
+def test_the_minimum_is_libwebrtcs_unless_named():
+    assert make_controller("pushback:gcc").pushback.min_pushback_target_bps == 30_000
+    ctl = make_controller("pushback:374:scaled:0.9:gcc")
+    assert ctl.pushback.min_pushback_target_bps == 374_000
+    assert ctl.inner.factor == 0.9
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("pushback:", "pushback needs a controller"),
+        ("pushback:374:", "pushback needs a controller"),
+        ("pushback:0:gcc", "minimum must be > 0 kbps"),
+        ("pushback:nan:gcc", "minimum must be > 0 kbps"),
+    ],
+)
+def test_bad_pushback_names_are_refused_with_what_is_wanted(name: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        make_controller(name)
+
+
+def test_pushback_of_an_unknown_controller_names_it():
     with pytest.raises(ValueError, match="unknown controller 'nope'"):
         make_controller("pushback:nope")
