@@ -165,6 +165,11 @@ class Controller(ABC):
         """Probe bursts requested since the last call; empty for controllers that never probe."""
         return []
 
+    def skip_frame(self, at_us: int) -> bool:
+        """Asked for every captured frame: True to skip encoding it (libwebrtc's
+        congestion-window frame drop, :mod:`loki.pushback`); no controller skips by default."""
+        return False
+
 
 class WrappedController(Controller):
     """A controller around another one: every input goes to ``inner``; a subclass changes what
@@ -194,3 +199,6 @@ class WrappedController(Controller):
 
     def pop_probe_clusters(self) -> list[ProbeCluster]:
         return self.inner.pop_probe_clusters()
+
+    def skip_frame(self, at_us: int) -> bool:
+        return self.inner.skip_frame(at_us)

@@ -199,6 +199,9 @@ def make_controller(
 
         inner_name = name.split(":", 1)[1]
         min_bps = DEFAULT_MIN_PUSHBACK_TARGET_BPS
+        drop_frames = inner_name.startswith("drop:")
+        if drop_frames:
+            inner_name = inner_name[len("drop:") :]
         head, sep, rest = inner_name.partition(":")
         min_kbps = _float_or_none(head) if sep else None
         if min_kbps is not None:
@@ -207,11 +210,13 @@ def make_controller(
             min_bps, inner_name = int(min_kbps * 1000), rest
         if not inner_name:
             raise ValueError(
-                f"pushback needs a controller: 'pushback:loki' or 'pushback:374:loki', "
-                f"got {name!r}"
+                f"pushback needs a controller: 'pushback:loki' or 'pushback:374:loki', got {name!r}"
             )
         return PushbackController(
-            make_controller(inner_name, config, trace=trace), config, min_bps=min_bps
+            make_controller(inner_name, config, trace=trace),
+            config,
+            min_bps=min_bps,
+            drop_frames=drop_frames,
         )
     if name.endswith(MODEL_SUFFIX):
         return _from_model_file(name, config)

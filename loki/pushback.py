@@ -6,6 +6,13 @@ They are counted here from what the stage itself hands out: the rate it set, int
 time, is what the encoder produced, and the bytes produced after the newest packet a report
 accounted for (received or lost) are the ones in flight. That is exact up to the encoder's
 frame-size noise and the pacer's queue (which libwebrtc also leaves out by default).
+
+Two ways to act (``drop_frames``): lower the target the encoder and pacer follow (libwebrtc's
+default pushback), or leave the target alone and skip captured frames before the encoder
+(libwebrtc's ``DropFrame`` mode, ``VideoStreamEncoder::UpdateTargetBitrate``), so the encoder
+keeps its quality and is never starved below its floor. libwebrtc skips at most one frame in
+two; this stage skips the whole pushed-back share, up to every frame while the window stays
+overfilled (loki/LEARNING.md, session 13, says why and what it measured).
 """
 
 from __future__ import annotations
@@ -34,20 +41,38 @@ class PushbackController(WrappedController):
         config: ControllerConfig | None = None,
         queue_size_ms: int = DEFAULT_QUEUE_SIZE_MS,
         min_bps: int = DEFAULT_MIN_PUSHBACK_TARGET_BPS,
+        drop_frames: bool = False,
     ) -> None:
         super().__init__(inner)
         if config is not None:
             self.config = config
         self.window = CongestionWindow(queue_size_ms)
         self.pushback = CongestionWindowPushbackController(min_bps)
+        self.drop_frames = drop_frames
         self._rate_bps = inner.target_bps
+        self._skip_credit = 0.0
         # (time, bytes produced up to then, rate from then on): the integral of our own output
         self._produced: deque[tuple[int, float, int]] = deque([(0, 0.0, self._rate_bps)])
         self._accounted_send_us = 0
 
     @property
     def target_bps(self) -> int:
-        return self._rate_bps
+        return self.inner.target_bps if self.drop_frames else self._rate_bps
+
+    def skip_frame(self, at_us: int) -> bool:
+        if self.inner.skip_frame(at_us):
+            return True
+        if not self.drop_frames:
+            return False
+        # Skip the pushed-back share of frames, spread evenly (a running credit).
+        target = self.inner.target_bps
+        self._skip_credit += 1.0 - self._rate_bps / target if target > 0 else 0.0
+        if self._skip_credit >= 1.0:
+            self._skip_credit -= 1.0
+            return True
+        if self._rate_bps >= target:
+            self._skip_credit = 0.0
+        return False
 
     def _produced_at(self, at_us: int) -> float:
         t, produced, rate = self._produced[0]

@@ -79,3 +79,17 @@ def test_bad_pushback_names_are_refused_with_what_is_wanted(name: str, message: 
 def test_pushback_of_an_unknown_controller_names_it():
     with pytest.raises(ValueError, match="unknown controller 'nope'"):
         make_controller("pushback:nope")
+
+
+def test_drop_mode_skips_frames_instead_of_lowering_the_target():
+    outages = generators.periodic_outages(3e6, 15_000, 2_000, 30_000)
+    sessions = {}
+    for trace in (generators.constant(2.5e6, 30_000), outages):
+        ctl = make_controller("pushback:drop:gcc", trace=trace)
+        s = Session(ctl, LinkConfig(trace, delay_ms=20, queue_packets=300), SessionConfig(30.0))
+        s.run()
+        assert ctl.target_bps == ctl.inner.target_bps  # the estimate is what the pacer gets
+        sessions[trace.name] = s
+    assert sessions["constant-2.5mbps"].frames_skipped == 0
+    # Two outages of 2 s at 30 fps: most of their frames are not encoded, little else is.
+    assert 60 <= sessions["outages"].frames_skipped <= 200

@@ -278,6 +278,8 @@ class Session:
         self._pace_args_generation = -1
         self._tables_changed()
         self.frames_dropped = 0
+        #: Frames the controller asked the sender to skip (Controller.skip_frame).
+        self.frames_skipped = 0
         self._rtx_sent: deque[tuple[int, int]] = deque()  # (us, bytes) in the rate window
         self._rtx_window_bytes = 0
         self._blackouts_us = [(a * 1000, b * 1000) for a, b in link.feedback_blackouts_ms]
@@ -602,6 +604,9 @@ class Session:
 
     def _on_frame(self, now_us: int) -> None:
         self._push(now_us + 1e6 / self.config.fps, FRAME, None)
+        if self.controller.skip_frame(now_us):
+            self.frames_skipped += 1
+            return  # the sender did not hand this frame to the encoder
         size, is_key = self.encoder.encode(now_us // 1000)
         if size <= 0:
             self.frames_dropped += 1
