@@ -170,6 +170,12 @@ class Controller(ABC):
         congestion-window frame drop, :mod:`loki.pushback`); no controller skips by default."""
         return False
 
+    @property
+    def skips_frames(self) -> bool:
+        """Whether :meth:`skip_frame` can answer True. The emulator's sender honours it; the
+        live sender does not yet and refuses such a controller instead of ignoring it."""
+        return False
+
 
 class WrappedController(Controller):
     """A controller around another one: every input goes to ``inner``; a subclass changes what
@@ -202,3 +208,7 @@ class WrappedController(Controller):
 
     def skip_frame(self, at_us: int) -> bool:
         return self.inner.skip_frame(at_us)
+
+    @property
+    def skips_frames(self) -> bool:
+        return self.inner.skips_frames

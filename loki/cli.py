@@ -337,4 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m loki.cli``, this file is ``__main__``; the subcommands that live with
+    # their code raise ``loki.cli.CliError``, so the one ``main`` that catches it is that module's.
+    from loki.cli import main as _main
+
+    sys.exit(_main())

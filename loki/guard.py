@@ -189,6 +189,13 @@ class FeedbackGuard(Controller):
             p for p in self.inner.pop_probe_clusters() if p.target_bps > 0 and p.duration_us > 0
         ]
 
+    def skip_frame(self, at_us: int) -> bool:
+        return bool(self.inner.skip_frame(at_us))
+
+    @property
+    def skips_frames(self) -> bool:
+        return self.inner.skips_frames
+
     def _refresh_target(self) -> None:
         raw = self.inner.target_bps
         try:

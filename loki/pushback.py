@@ -59,6 +59,10 @@ class PushbackController(WrappedController):
     def target_bps(self) -> int:
         return self.inner.target_bps if self.drop_frames else self._rate_bps
 
+    @property
+    def skips_frames(self) -> bool:
+        return self.drop_frames or self.inner.skips_frames
+
     def skip_frame(self, at_us: int) -> bool:
         if self.inner.skip_frame(at_us):
             return True

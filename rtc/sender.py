@@ -94,6 +94,11 @@ class LiveController:
     ) -> None:
         if sender.kind != "video":
             raise ValueError("attach() drives a video sender")
+        if controller.skips_frames:
+            raise ValueError(
+                f"controller {controller.name!r} skips captured frames (Controller.skip_frame), "
+                "which only the emulator's sender honours so far"
+            )
         aiortc_patch.install()
         self.sender = sender
         self.controller = controller

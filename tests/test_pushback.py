@@ -93,3 +93,26 @@ def test_drop_mode_skips_frames_instead_of_lowering_the_target():
     assert sessions["constant-2.5mbps"].frames_skipped == 0
     # Two outages of 2 s at 30 fps: most of their frames are not encoded, little else is.
     assert 60 <= sessions["outages"].frames_skipped <= 200
+
+
+def test_the_live_sender_refuses_a_controller_that_skips_frames():
+    pytest.importorskip("aiortc")
+    import asyncio
+
+    from aiortc import RTCPeerConnection, VideoStreamTrack
+
+    from rtc.sender import attach
+
+    assert not make_controller("pushback:gcc").skips_frames
+    assert make_controller("pushback:drop:gcc").skips_frames
+
+    async def go() -> None:
+        pc = RTCPeerConnection()
+        sender = pc.addTrack(VideoStreamTrack())
+        try:
+            with pytest.raises(ValueError, match="skips captured frames"):
+                attach(sender, make_controller("pushback:drop:gcc"))
+        finally:
+            await pc.close()
+
+    asyncio.run(go())
