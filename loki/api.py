@@ -132,7 +132,8 @@ class Controller(ABC):
     ``on_feedback`` for every transport-wide feedback report, ``on_rtt`` whenever an RTT
     sample is available, ``on_loss_report`` for RTCP receiver-report loss figures, and
     ``on_process_interval`` about every 25 ms; it reads ``target_bps`` after each call and
-    sends ``pop_probe_clusters`` to its pacer.
+    sends ``pop_probe_clusters`` to its pacer. The emulator's sender also asks ``skip_frame``
+    before each captured frame.
     """
 
     #: Name used by ``--controller`` and in reports.

@@ -30,10 +30,10 @@ from loki.learned.fault_floor import FaultFloor
 from loki.learned.guard import InputGuard
 from loki.learned.min_target import MinTarget
 from loki.learned.policies import (
-    STATE_HEAD_DECODERS,
     STATE_HEAD_OUTPUTS,
     FusionPolicy,
     MlpPolicy,
+    state_head_decoder,
 )
 from loki.learned.stall_risk import PARAM_KEYS as RISK_KEYS
 from loki.learned.stall_risk import RiskAdjustedController, StallRisk
@@ -235,10 +235,7 @@ def with_min_target(
 def with_decode(src: str | os.PathLike[str], dst: str | os.PathLike[str], decode: str) -> Path:
     """Write the state-head clone in ``src`` to ``dst`` decoded by ``decode`` (a name of
     :data:`loki.learned.policies.STATE_HEAD_DECODERS`); every array is copied unchanged."""
-    if decode not in STATE_HEAD_DECODERS:
-        raise ValueError(
-            f"unknown state-head decoding {decode!r}; known: {', '.join(STATE_HEAD_DECODERS)}"
-        )
+    state_head_decoder(decode)  # refuses an unknown name before anything is read
     params = load_model(src)
     meta = read_meta(params)
     if meta.get("kind") != "clone" or params["clone.head.0.weight"].shape[0] != STATE_HEAD_OUTPUTS:

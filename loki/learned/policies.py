@@ -13,6 +13,8 @@ the controller's business, see :mod:`loki.learned.controller`). Parameter names 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from fusion.dual_weight import DualWeightFusion
@@ -81,6 +83,15 @@ STATE_HEAD_DECODERS = {
 }
 
 
+def state_head_decoder(name: str) -> Callable[[np.ndarray], float]:
+    """The decoding called ``name``; a ValueError naming the known ones otherwise."""
+    if name not in STATE_HEAD_DECODERS:
+        raise ValueError(
+            f"unknown state-head decoding {name!r}; known: {', '.join(STATE_HEAD_DECODERS)}"
+        )
+    return STATE_HEAD_DECODERS[name]
+
+
 def fold_normalizer(
     weight: np.ndarray, bias: np.ndarray, normalizer: Normalizer | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,11 +117,7 @@ class MlpPolicy:
         normalizer: Normalizer | None = None,
         decode: str = "argmax",
     ) -> None:
-        if decode not in STATE_HEAD_DECODERS:
-            raise ValueError(
-                f"unknown state-head decoding {decode!r}; known: {', '.join(STATE_HEAD_DECODERS)}"
-            )
-        self._decode = STATE_HEAD_DECODERS[decode]
+        self._decode = state_head_decoder(decode)
         self.trunk = Mlp(params, f"{prefix}.trunk", tanh_last=True)
         self.head = Mlp(params, f"{prefix}.head", tanh_last=False)
         if len(self.trunk.layers) != 2 or len(self.head.layers) != 1:
