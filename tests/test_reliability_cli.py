@@ -177,10 +177,22 @@ def test_an_output_path_that_is_a_folder_is_refused_before_running(
     assert_refused(argv, workdir, capsys, "a-folder")
 
 
-def test_the_installed_entry_point_exits_2_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["emulate", "--controller", "nope", *OUTPUTS],
+        # live's refusals are raised in rtc/cli.py: run as ``-m``, loki/cli.py is __main__ and
+        # must still catch the CliError of the imported loki.cli (it printed a traceback).
+        ["live", "--builtin", "const-2.5mbps", "--controller", "nope"],
+        ["live", "--builtin", "const-2.5mbps", "--controller", "pushback:drop:gcc"],
+    ],
+)
+def test_the_installed_entry_point_exits_2_with_one_line(tmp_path: Path, argv: list[str]) -> None:
     """The real process: exit status 2, one error line, no traceback, nothing written."""
+    if argv[0] == "live":
+        pytest.importorskip("aiortc")
     proc = subprocess.run(
-        [sys.executable, "-m", "loki.cli", "emulate", "--controller", "nope", *OUTPUTS],
+        [sys.executable, "-m", "loki.cli", *argv],
         cwd=tmp_path,
         capture_output=True,
         text=True,
