@@ -173,8 +173,8 @@ class Controller(ABC):
 
     @property
     def skips_frames(self) -> bool:
-        """Whether :meth:`skip_frame` can answer True. The emulator's sender honours it; the
-        live sender does not yet and refuses such a controller instead of ignoring it."""
+        """Whether :meth:`skip_frame` can answer True (the live sender then asks it from the
+        encoding thread, under a lock it takes for every call into the controller)."""
         return False
 
 

@@ -75,10 +75,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     trace = loki_cli._load_link_trace(args)
     try:
-        if make_controller(args.controller, trace=trace).skips_frames:
-            raise ValueError(
-                f"{args.controller} skips captured frames, which only 'loki emulate' honours so far"
-            )
+        make_controller(args.controller, trace=trace)
     except ValueError as e:
         raise loki_cli.CliError(str(e)) from e
     if args.receiver == "chromium":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -94,11 +95,6 @@ class LiveController:
     ) -> None:
         if sender.kind != "video":
             raise ValueError("attach() drives a video sender")
-        if controller.skips_frames:
-            raise ValueError(
-                f"controller {controller.name!r} skips captured frames (Controller.skip_frame), "
-                "which only the emulator's sender honours so far"
-            )
         aiortc_patch.install()
         self.sender = sender
         self.controller = controller
@@ -110,11 +106,15 @@ class LiveController:
         self._rtt = RttFromReports()
         self._loss = LossFromReports()
         self._target_bps = controller.target_bps
+        # A controller that skips frames is asked from the encoding thread too; then every call
+        # into it takes this lock (a controller is not thread-safe). Others never take it.
+        self._lock: threading.Lock | None = threading.Lock() if controller.skips_frames else None
         self.encoder = LiveVp8Encoder(
             encoder_target_bps(self._target_bps),
             keyframe_interval_s=keyframe_interval_s,
             on_frame=self._on_frame,
             clock_us=clock_us,
+            skip_frame=self._skip_frame if self._lock is not None else None,
         )
         aiortc_patch.install_encoder(sender, self.encoder)
         self._recent_media: deque[bytes] = deque(maxlen=RECENT_MEDIA_PACKETS)
@@ -150,13 +150,18 @@ class LiveController:
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter_ns()
         try:
-            return fn(*args)
+            with self._lock or contextlib.nullcontext():
+                return fn(*args)
         finally:
             self.log.controller_ns += time.perf_counter_ns() - t0
             self.log.controller_calls += 1
 
+    def _skip_frame(self) -> bool:
+        return bool(self._timed(self.controller.skip_frame, self.clock_us()))
+
     def _apply(self, now_us: int) -> None:
-        target = self.controller.target_bps
+        with self._lock or contextlib.nullcontext():
+            target = self.controller.target_bps
         if target != self._target_bps:
             self._target_bps = target
             self.encoder.set_target_bps(encoder_target_bps(target))
@@ -168,7 +173,8 @@ class LiveController:
         self._take_probes()
 
     def _take_probes(self) -> None:
-        clusters = self.controller.pop_probe_clusters()
+        with self._lock or contextlib.nullcontext():
+            clusters = self.controller.pop_probe_clusters()
         if self.pacer is not None:
             for c in clusters:
                 self.pacer.add_probe_cluster(c)

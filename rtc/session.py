@@ -330,6 +330,7 @@ def sender_stats(live: LiveController, t0_us: int, end_us: int, frames_skipped: 
         "frames_encoded": len(frames),
         "frames_skipped_by_source": frames_skipped,
         "frames_dropped_by_encoder": live.encoder.frames_dropped,
+        "frames_skipped_by_controller": live.encoder.frames_skipped,
         "keyframes": keyframes,
         "keyframes_per_min": keyframes / minutes if minutes > 0 else 0.0,
         "encoder_reconfigurations": live.encoder.reconfigurations,

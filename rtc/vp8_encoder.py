@@ -112,7 +112,11 @@ class LiveVp8Encoder(Encoder):
         clock_us: Callable[[], int] | None = None,
         libvpx: Libvpx | None = None,
         drop_frames: bool = True,
+        skip_frame: Callable[[], bool] | None = None,
     ) -> None:
+        """``skip_frame``, asked in the encoding thread before each frame, True to leave the
+        frame unencoded (the controller's congestion-window frame drop, ``Controller.skip_frame``);
+        the next frame then spans the skipped time, as it does for libvpx in libwebrtc."""
         if initial_target_bps <= 0:
             raise ValueError(f"initial_target_bps must be > 0, got {initial_target_bps}")
         if keyframe_interval_s < 0:
@@ -132,6 +136,9 @@ class LiveVp8Encoder(Encoder):
         self._last_key_pts_s: float | None = None
         self._last_pts_s: float | None = None
         self._drop_frames = drop_frames
+        self._skip_frame = skip_frame
+        #: Frames left unencoded because ``skip_frame`` said so.
+        self.frames_skipped = 0
         self._dropper = DebtFrameDropper(
             self._wanted_bps, BUFFER_MS / 1000, BUFFER_INITIAL_MS / 1000
         )
@@ -159,6 +166,10 @@ class LiveVp8Encoder(Encoder):
         assert isinstance(frame, VideoFrame)
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
+        if self._skip_frame is not None and self._skip_frame():
+            self.frames_skipped += 1
+            pts_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            return [], round(pts_s * VIDEO_CLOCK_HZ)
         t0 = self._clock_us() if self._clock_us else 0
         if self._size != (frame.width, frame.height):
             self._open(frame.width, frame.height)

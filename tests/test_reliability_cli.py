@@ -184,7 +184,7 @@ def test_an_output_path_that_is_a_folder_is_refused_before_running(
         # live's refusals are raised in rtc/cli.py: run as ``-m``, loki/cli.py is __main__ and
         # must still catch the CliError of the imported loki.cli (it printed a traceback).
         ["live", "--builtin", "const-2.5mbps", "--controller", "nope"],
-        ["live", "--builtin", "const-2.5mbps", "--controller", "pushback:drop:gcc"],
+        ["live", "--builtin", "const-2.5mbps", "--controller", "pushback:0:gcc"],
     ],
 )
 def test_the_installed_entry_point_exits_2_with_one_line(tmp_path: Path, argv: list[str]) -> None:
