@@ -132,8 +132,9 @@ class Controller(ABC):
     ``on_feedback`` for every transport-wide feedback report, ``on_rtt`` whenever an RTT
     sample is available, ``on_loss_report`` for RTCP receiver-report loss figures, and
     ``on_process_interval`` about every 25 ms; it reads ``target_bps`` after each call and
-    sends ``pop_probe_clusters`` to its pacer. The emulator's sender also asks ``skip_frame``
-    before each captured frame.
+    sends ``pop_probe_clusters`` to its pacer. The sender also asks ``skip_frame`` before each
+    captured frame and, for a controller that ``uses_outstanding_data``, tells it the bytes in
+    flight before each feedback report and tick.
     """
 
     #: Name used by ``--controller`` and in reports.
@@ -177,6 +178,16 @@ class Controller(ABC):
         encoding thread, under a lock it takes for every call into the controller)."""
         return False
 
+    @property
+    def uses_outstanding_data(self) -> bool:
+        """Whether the caller should call :meth:`on_outstanding_data` (computing it costs the
+        emulator a little per tick, so only a controller that reads it is given it)."""
+        return False
+
+    def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:  # noqa: B027
+        """Bytes sent and not yet covered by any feedback report, told just before each
+        ``on_feedback`` and ``on_process_interval`` (libwebrtc's ``UpdateOutstandingData``)."""
+
 
 class WrappedController(Controller):
     """A controller around another one: every input goes to ``inner``; a subclass changes what
@@ -213,3 +224,10 @@ class WrappedController(Controller):
     @property
     def skips_frames(self) -> bool:
         return self.inner.skips_frames
+
+    @property
+    def uses_outstanding_data(self) -> bool:
+        return self.inner.uses_outstanding_data
+
+    def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:
+        self.inner.on_outstanding_data(outstanding_bytes, at_us)

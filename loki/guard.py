@@ -196,6 +196,13 @@ class FeedbackGuard(Controller):
     def skips_frames(self) -> bool:
         return self.inner.skips_frames
 
+    @property
+    def uses_outstanding_data(self) -> bool:
+        return self.inner.uses_outstanding_data
+
+    def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:
+        self.inner.on_outstanding_data(max(int(outstanding_bytes), 0), at_us)
+
     def _refresh_target(self) -> None:
         raw = self.inner.target_bps
         try:

@@ -1,25 +1,22 @@
 """Any controller behind libwebrtc's congestion-window pushback (``pushback:NAME``).
 
-The pushback stage (:mod:`gcc.congestion_window_pushback_controller`) needs the bytes in
-flight, which the controller interface does not carry (it sees feedback, not sent packets).
-They are counted here from what the stage itself hands out: the rate it set, integrated over
-time, is what the encoder produced, and the bytes produced after the newest packet a report
-accounted for (received or lost) are the ones in flight. That is exact up to the encoder's
-frame-size noise and the pacer's queue (which libwebrtc also leaves out by default).
+The pushback stage (:mod:`gcc.congestion_window_pushback_controller`) reads the bytes in flight,
+which the sender tells it (``Controller.on_outstanding_data``: bytes sent after the newest
+packet a feedback report covered; the emulator from its send history, the live sender from
+its own). A first version counted them from the rate the stage allowed instead; when the
+encoder then sent nothing (every frame skipped, or a target below the encoder's floor) it
+counted bytes that were never sent, the window never emptied and the stream stayed off while
+the link was back (loki/LEARNING.md, session 13).
 
 Two ways to act (``drop_frames``): lower the target the encoder and pacer follow (libwebrtc's
 default pushback), or leave the target alone and skip captured frames before the encoder
 (libwebrtc's ``DropFrame`` mode, ``VideoStreamEncoder::UpdateTargetBitrate``), so the encoder
 keeps its quality and is never starved below its floor. libwebrtc skips at most one frame in
 two; this stage skips the whole pushed-back share, up to every frame while the window stays
-overfilled (loki/LEARNING.md, session 13, says why and what it measured).
+overfilled.
 """
 
 from __future__ import annotations
-
-from collections import deque
-
-import numpy as np
 
 from gcc.congestion_window_pushback_controller import (
     DEFAULT_MIN_PUSHBACK_TARGET_BPS,
@@ -51,13 +48,18 @@ class PushbackController(WrappedController):
         self.drop_frames = drop_frames
         self._rate_bps = inner.target_bps
         self._skip_credit = 0.0
-        # (time, bytes produced up to then, rate from then on): the integral of our own output
-        self._produced: deque[tuple[int, float, int]] = deque([(0, 0.0, self._rate_bps)])
-        self._accounted_send_us = 0
 
     @property
     def target_bps(self) -> int:
         return self.inner.target_bps if self.drop_frames else self._rate_bps
+
+    @property
+    def uses_outstanding_data(self) -> bool:
+        return True
+
+    def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:
+        self.pushback.update_outstanding_data(outstanding_bytes)
+        self.inner.on_outstanding_data(outstanding_bytes, at_us)
 
     @property
     def skips_frames(self) -> bool:
@@ -78,46 +80,28 @@ class PushbackController(WrappedController):
             self._skip_credit = 0.0
         return False
 
-    def _produced_at(self, at_us: int) -> float:
-        t, produced, rate = self._produced[0]
-        for entry in self._produced:
-            if entry[0] > at_us:
-                break
-            t, produced, rate = entry
-        return produced + rate * max(at_us - t, 0) / 8e6
-
-    def _update(self, now_us: int) -> int:
-        t, produced, rate = self._produced[-1]
-        now_us = max(now_us, t)
-        produced += rate * (now_us - t) / 8e6
-        while len(self._produced) > 1 and self._produced[1][0] <= self._accounted_send_us:
-            self._produced.popleft()
-        in_flight = produced - self._produced_at(self._accounted_send_us)
-        self.pushback.update_outstanding_data(in_flight)
+    def _update(self) -> int:
         self._rate_bps = self.pushback.update_target_bitrate(self.inner.target_bps)
-        self._produced.append((now_us, produced, self._rate_bps))
-        return self._rate_bps
+        return self.target_bps
 
     def on_feedback(self, report: TransportFeedback) -> int:
         self.inner.on_feedback(report)
-        if len(report):
-            self._accounted_send_us = max(self._accounted_send_us, int(report.send_time_us.max()))
-            received = report.received
-            if received.any():
-                sent = report.send_time_us[received]
-                self.window.on_feedback_rtt(int(report.feedback_time_us - np.min(sent)))
+        received = report.received
+        if received.any():
+            oldest_send_us = int(report.send_time_us[received].min())
+            self.window.on_feedback_rtt(report.feedback_time_us - oldest_send_us)
         window = self.window.update(self.inner.target_bps)
         if window is not None:
             self.pushback.set_data_window(window)
-        return self._update(report.feedback_time_us)
+        return self._update()
 
     def on_process_interval(self, at_us: int) -> None:
         self.inner.on_process_interval(at_us)
-        self._update(at_us)
+        self._update()
 
     def on_loss_report(self, packets_lost: int, packets_expected: int, at_us: int) -> None:
         self.inner.on_loss_report(packets_lost, packets_expected, at_us)
-        self._update(at_us)
+        self._update()
 
     @property
     def fallbacks(self) -> int:

@@ -44,16 +44,43 @@ _REPORTED_RECEIVED = 2
 class SendHistory:
     """Sent packets by unwrapped transport-wide sequence number, in a fixed ring."""
 
-    __slots__ = ("_probe", "_send_us", "_seq", "_size", "_state", "last_seq")
+    __slots__ = (
+        "_cum",
+        "_probe",
+        "_send_us",
+        "_seq",
+        "_size",
+        "_state",
+        "last_seq",
+        "newest_reported_seq",
+        "sent_bytes",
+    )
 
     def __init__(self) -> None:
         self._seq = array("q", [-1]) * HISTORY_SLOTS
         self._send_us = array("q", [0]) * HISTORY_SLOTS
         self._size = array("l", [0]) * HISTORY_SLOTS
         self._probe = array("l", [NO_PROBE]) * HISTORY_SLOTS
+        #: Bytes sent up to and including each slot's packet.
+        self._cum = array("q", [0]) * HISTORY_SLOTS
         self._state = bytearray(HISTORY_SLOTS)
         #: The newest sequence number added, or -1.
         self.last_seq = -1
+        #: The newest sequence number a feedback report covered (received or lost), or -1.
+        self.newest_reported_seq = -1
+        self.sent_bytes = 0
+
+    def outstanding_bytes(self) -> int:
+        """Bytes sent after the newest packet a feedback report covered (libwebrtc's
+        outstanding data; a packet whose report was lost stops counting once a later one is
+        reported)."""
+        seq = self.newest_reported_seq
+        if seq < 0:
+            return self.sent_bytes
+        i = seq % HISTORY_SLOTS
+        if self._seq[i] != seq:
+            return 0  # reported so long ago that the ring moved on: nothing known in flight
+        return self.sent_bytes - self._cum[i]
 
     def add(self, seq: int, send_time_us: int, size_bytes: int, probe_cluster_id: int) -> None:
         """Record one sent packet; ``seq`` is the unwrapped transport-wide sequence number."""
@@ -65,6 +92,8 @@ class SendHistory:
         self._size[i] = size_bytes
         self._probe[i] = probe_cluster_id
         self._state[i] = _NOT_REPORTED
+        self.sent_bytes += size_bytes
+        self._cum[i] = self.sent_bytes
         self.last_seq = seq
 
     def get(self, seq: int) -> tuple[int, int, int] | None:
@@ -132,5 +161,6 @@ class TransportFeedbackAdapter:
             probes.append(entry[2])
         if not seqs:
             return None
+        history.newest_reported_seq = max(history.newest_reported_seq, seqs[-1])
         self.reports += 1
         return TransportFeedback.from_lists(feedback_time_us, seqs, sends, arrivals, sizes, probes)

@@ -109,6 +109,7 @@ class LiveController:
         # A controller that skips frames is asked from the encoding thread too; then every call
         # into it takes this lock (a controller is not thread-safe). Others never take it.
         self._lock: threading.Lock | None = threading.Lock() if controller.skips_frames else None
+        self._tells_outstanding = controller.uses_outstanding_data
         self.encoder = LiveVp8Encoder(
             encoder_target_bps(self._target_bps),
             keyframe_interval_s=keyframe_interval_s,
@@ -156,6 +157,11 @@ class LiveController:
             self.log.controller_ns += time.perf_counter_ns() - t0
             self.log.controller_calls += 1
 
+    def _tell_outstanding(self, now_us: int) -> None:
+        if self._tells_outstanding:
+            outstanding = self._hooks.history.outstanding_bytes()
+            self._timed(self.controller.on_outstanding_data, outstanding, now_us)
+
     def _skip_frame(self) -> bool:
         return bool(self._timed(self.controller.skip_frame, self.clock_us()))
 
@@ -184,6 +190,7 @@ class LiveController:
         if report is None:
             return
         self.log.feedback_reports += 1
+        self._tell_outstanding(arrival_us)
         self._timed(self.controller.on_feedback, report)
         self._apply(arrival_us)
 
@@ -221,6 +228,7 @@ class LiveController:
                 next_s += interval_s
                 await asyncio.sleep(max(0.0, next_s - time.monotonic()))
                 now = self.clock_us()
+                self._tell_outstanding(now)
                 self._timed(self.controller.on_process_interval, now)
                 self._apply(now)
 

@@ -118,3 +118,37 @@ def test_the_live_sender_skips_what_the_controller_says(tmp_path):
     # 2 s of outage at 30 fps, less the time it takes the window to fill: tens of frames.
     assert 15 <= stats["pushback:drop:gcc"]["frames_skipped_by_controller"] <= 90
     assert stats["pushback:drop:gcc"]["frames_encoded"] > 120
+
+
+def test_a_sender_that_sends_nothing_has_nothing_in_flight():
+    """Regression: the first version counted the bytes the stage allowed, not the bytes sent.
+    6 s at 50 kbps (below the encoder's floor: frames skipped, nothing sent), then 18 Mbps: it
+    kept counting, the window never emptied and the stream stayed off (37 frames rendered in
+    20 s against loki's 317). With the sender's own count the stream comes back."""
+    trace = generators.steps([(6_000, 50e3), (14_000, 18e6)])
+    rendered = {}
+    for name in ("loki", "pushback:drop:loki"):
+        ctl = make_controller(name, trace=trace)
+        link = LinkConfig(trace, delay_ms=50, queue_packets=300)
+        rendered[name] = Session(ctl, link, SessionConfig(20.0)).run().qoe.frames_rendered
+    assert rendered["pushback:drop:loki"] >= 0.8 * rendered["loki"]
+
+
+def test_the_emulator_tells_the_bytes_sent_after_the_newest_reported_packet():
+    trace = generators.periodic_outages(3e6, 15_000, 2_000, 30_000)
+    told: list[tuple[int, int]] = []
+
+    class Listening(PushbackController):
+        def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:
+            super().on_outstanding_data(outstanding_bytes, at_us)
+            told.append((at_us, outstanding_bytes))
+
+    ctl = Listening(make_controller("gcc"))
+    s = Session(ctl, LinkConfig(trace, delay_ms=20, queue_packets=300), SessionConfig(30.0))
+    s.run()
+    steady = [b for t, b in told if 5_000_000 <= t < 12_000_000]
+    outage = [b for t, b in told if 14_500_000 <= t < 15_000_000]
+    # About an RTT and a feedback interval of a 2.5-3.4 Mbps stream in steady state; in the
+    # outage, more than a second of it, and nothing is told to a controller that does not ask.
+    assert max(steady) < 100_000 < min(outage)
+    assert not make_controller("gcc").uses_outstanding_data

@@ -34,6 +34,23 @@ def test_join_fills_send_times_sizes_and_probes() -> None:
     assert report.arrival_time_us.tolist() == [500_000, NOT_RECEIVED_US, 502_000]
 
 
+def test_outstanding_bytes_are_those_sent_after_the_newest_reported_packet() -> None:
+    h = history_with(20)
+    sizes = [1_200 + s % 7 for s in range(20)]
+    assert h.outstanding_bytes() == sum(sizes)  # nothing reported yet
+    adapter = TransportFeedbackAdapter(h)
+    adapter.on_feedback(fb(8, [500_000, None, 502_000]), 1)
+    assert h.outstanding_bytes() == sum(sizes[11:])
+    # A report of older packets (a late or reordered one) does not bring them back in flight.
+    adapter.on_feedback(fb(2, [400_000]), 2)
+    assert h.outstanding_bytes() == sum(sizes[11:])
+    # A lost report's packets stop counting once a later packet is reported.
+    adapter.on_feedback(fb(17, [None]), 3)
+    assert h.outstanding_bytes() == sum(sizes[18:])
+    h.add(20, 20_000, 1_000, NO_PROBE)
+    assert h.outstanding_bytes() == sum(sizes[18:]) + 1_000
+
+
 def test_duplicates_unknown_and_late_arrivals() -> None:
     adapter = TransportFeedbackAdapter(history_with(10))
     first = adapter.on_feedback(fb(0, [100_000, None, 101_000]), 1)

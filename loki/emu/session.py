@@ -280,6 +280,10 @@ class Session:
         self.frames_dropped = 0
         #: Frames the controller asked the sender to skip (Controller.skip_frame).
         self.frames_skipped = 0
+        # Feedback reports cover every transport seq below this; only a controller that reads
+        # the bytes in flight is told them (Controller.uses_outstanding_data).
+        self._reported_end = 0
+        self._tells_outstanding = controller.uses_outstanding_data
         self._rtx_sent: deque[tuple[int, int]] = deque()  # (us, bytes) in the rate window
         self._rtx_window_bytes = 0
         self._blackouts_us = [(a * 1000, b * 1000) for a, b in link.feedback_blackouts_ms]
@@ -681,10 +685,17 @@ class Session:
                 self.controller.on_rtt(rtt, now_us)
                 break
         self._last_report = report
+        self._reported_end = max(self._reported_end, end)
+        if self._tells_outstanding:
+            self.controller.on_outstanding_data(self._outstanding_bytes(), now_us)
         target = self.controller.on_feedback(report)
         self.decisions.append((now_us / 1e6, target))
         self._set_target(target, now_us)
         self._take_probes(now_us)
+
+    def _outstanding_bytes(self) -> int:
+        """Bytes sent after the newest packet a received feedback report covered."""
+        return int(self._hist[H_SIZE, self._reported_end : self._path[S_N_HIST]].sum())
 
     def _on_tick(self, now_us: int) -> None:
         at_us, quiet = self._tick_quiet  # asked by step, just before
@@ -697,6 +708,8 @@ class Session:
             if pli:
                 self._push(now_us + self._delay_us, PLI_RX, None)
         controller = self.controller
+        if self._tells_outstanding:
+            controller.on_outstanding_data(self._outstanding_bytes(), now_us)
         controller.on_process_interval(now_us)
         target = controller.target_bps
         if target != self._target_bps:
