@@ -42,7 +42,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from loki.api import NO_PROBE, NOT_RECEIVED_US, Controller, ProbeCluster, TransportFeedback
+from loki.api import (
+    NO_PROBE,
+    NOT_RECEIVED_US,
+    Controller,
+    ProbeCluster,
+    TransportFeedback,
+    WrappedController,
+)
 
 #: The largest IPv4 datagram (its 16-bit total length): no packet a report covers is larger.
 MAX_PACKET_BYTES = 65_535
@@ -157,13 +164,12 @@ class _Resync:
         return False
 
 
-class FeedbackGuard(Controller):
+class FeedbackGuard(WrappedController):
     """Wraps ``inner``; forwards only sane inputs and answers only a bounded, finite target."""
 
     def __init__(self, inner: Controller, *, fast_path: bool = True) -> None:
         """``fast_path=False`` sends every report through the full path (tests compare them)."""
-        super().__init__(inner.config)
-        self.inner = inner
+        super().__init__(inner)
         self.name = inner.name  # type: ignore[misc]
         self.stats = GuardStats()
         self._now_us: int | None = None
@@ -188,17 +194,6 @@ class FeedbackGuard(Controller):
         return [
             p for p in self.inner.pop_probe_clusters() if p.target_bps > 0 and p.duration_us > 0
         ]
-
-    def skip_frame(self, at_us: int) -> bool:
-        return bool(self.inner.skip_frame(at_us))
-
-    @property
-    def skips_frames(self) -> bool:
-        return self.inner.skips_frames
-
-    @property
-    def uses_outstanding_data(self) -> bool:
-        return self.inner.uses_outstanding_data
 
     def on_outstanding_data(self, outstanding_bytes: int, at_us: int) -> None:
         self.inner.on_outstanding_data(max(int(outstanding_bytes), 0), at_us)
