@@ -5,9 +5,9 @@ rate (for tests and link calibration); ``oracle`` reads the trace's future capac
 reference, not something a sender can ship; ``scaled:FACTOR:NAME`` sends FACTOR x what the
 controller NAME asks for (at a few factors, that controller's own bitrate-for-stall curve: the
 yardstick another controller has to beat, since moving along a curve is a choice of operating
-point, not a better estimator); ``pushback:NAME`` is NAME behind libwebrtc's congestion-window
-pushback (:mod:`loki.pushback`), a sender stage measured as a reference (loki/LEARNING.md,
-session 13).
+point, not a better estimator); ``pushback:[drop:][MIN_KBPS:]NAME`` is NAME behind libwebrtc's
+congestion-window pushback (:mod:`loki.pushback`), a sender stage measured as a reference
+(loki/LEARNING.md, session 13).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def controller_names() -> list[str]:
 def _known() -> str:
     # scaled:FACTOR:NAME and pushback:NAME are references, not controllers of their own: loops
     # over controller_names() (the fault and fuzz suites) leave them out; error messages offer them.
-    return ", ".join([*controller_names(), "scaled:FACTOR:NAME", "pushback:NAME"])
+    return ", ".join([*controller_names(), "scaled:FACTOR:NAME", "pushback:[drop:][MIN_KBPS:]NAME"])
 
 
 def _load_learned() -> None:
