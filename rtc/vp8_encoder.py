@@ -164,17 +164,16 @@ class LiveVp8Encoder(Encoder):
     # -- aiortc's Encoder interface --------------------------------------------------------------
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, VideoFrame)
+        pts_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+        if self._skip_frame is not None and self._skip_frame():
+            self.frames_skipped += 1  # before any conversion: a skipped frame costs nothing
+            return [], round(pts_s * VIDEO_CLOCK_HZ)
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
-        if self._skip_frame is not None and self._skip_frame():
-            self.frames_skipped += 1
-            pts_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-            return [], round(pts_s * VIDEO_CLOCK_HZ)
         t0 = self._clock_us() if self._clock_us else 0
         if self._size != (frame.width, frame.height):
             self._open(frame.width, frame.height)
         self._apply_target()
-        pts_s = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
         if (
             self._keyframe_interval_s > 0
             and self._last_key_pts_s is not None

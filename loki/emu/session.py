@@ -280,6 +280,7 @@ class Session:
         self.frames_dropped = 0
         #: Frames the controller asked the sender to skip (Controller.skip_frame).
         self.frames_skipped = 0
+        self._asks_skip = controller.skips_frames  # others never skip: not asked per frame
         # Feedback reports cover every transport seq below this; only a controller that reads
         # the bytes in flight is told them (Controller.uses_outstanding_data).
         self._reported_end = 0
@@ -608,7 +609,7 @@ class Session:
 
     def _on_frame(self, now_us: int) -> None:
         self._push(now_us + 1e6 / self.config.fps, FRAME, None)
-        if self.controller.skip_frame(now_us):
+        if self._asks_skip and self.controller.skip_frame(now_us):
             self.frames_skipped += 1
             return  # the sender did not hand this frame to the encoder
         size, is_key = self.encoder.encode(now_us // 1000)
