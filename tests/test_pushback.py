@@ -115,8 +115,10 @@ def test_the_live_sender_skips_what_the_controller_says(tmp_path):
         )
         stats[name] = asyncio.run(run_live(config)).stats
     assert stats["gcc"]["frames_skipped_by_controller"] == 0
-    # 2 s of outage at 30 fps, less the time it takes the window to fill: tens of frames.
-    assert 15 <= stats["pushback:drop:gcc"]["frames_skipped_by_controller"] <= 90
+    # The outage's 2 s at 30 fps (60 frames, less the time the window takes to fill), then a
+    # falling share while the ratio climbs back by x1.05 per update after the link returns:
+    # 73-94 frames in ten runs of the real-time session; never the whole session's 240.
+    assert 15 <= stats["pushback:drop:gcc"]["frames_skipped_by_controller"] <= 120
     assert stats["pushback:drop:gcc"]["frames_encoded"] > 120
 
 
