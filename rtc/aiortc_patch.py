@@ -279,6 +279,7 @@ async def _handle_rtp_data(
 
 def _register_rtp_sender(self: Any, sender: Any, parameters: Any) -> None:
     _ORIGINAL["register_sender"](self, sender, parameters)
+    sender.__dict__["_loki_codec"] = parameters.codecs[0].mimeType if parameters.codecs else None
     ext_id = _transport_cc_extension_id(parameters)
     if ext_id is not None:
         hooks_of(self).send_extension_id = ext_id
@@ -314,7 +315,9 @@ def _negotiate_transport_cc() -> None:
 def install() -> None:
     """Apply the patch (idempotent). Raises :class:`UnsupportedAiortcError` on an untested
     aiortc."""
-    if _ORIGINAL:
+    # Keyed on its own entry: `use_loopback_host` keeps its original here too, and a test of
+    # the whole dict made `install` a silent no-op after it (no transport-cc, no feedback).
+    if "send_rtp" in _ORIGINAL:
         return
     check_version()
     transport_cls = rtcdtlstransport.RTCDtlsTransport
@@ -390,6 +393,18 @@ async def send_pli(receiver: Any, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+def sender_started(sender: Any) -> bool:
+    """Whether ``sender`` already has its negotiated parameters (aiortc's ``send()`` ran): from
+    then on its header extensions, transport-cc among them or not, are fixed."""
+    return bool(sender._RTCRtpSender__started)
+
+
+def negotiated_codec(sender: Any) -> str | None:
+    """The mime type ``sender`` sends (``"video/VP8"``), once it started with the patch in
+    place; None before, or when it started without the patch."""
+    return sender.__dict__.get("_loki_codec")
+
+
 def rtx_payload_type(sender: Any) -> int | None:
     """The RTX payload type the sender negotiated, or None without RTX."""
     return sender._RTCRtpSender__rtx_payload_type
@@ -425,11 +440,13 @@ __all__ = [
     "install_encoder",
     "install_jitter_buffer",
     "media_ssrc",
+    "negotiated_codec",
     "now_us",
     "rtx_payload_type",
     "rtx_ssrc",
     "send_nack",
     "send_pli",
+    "sender_started",
     "take_rtx_sequence_number",
     "use_loopback_host",
 ]

@@ -1,9 +1,14 @@
 """Run any :class:`loki.api.Controller` on a real aiortc video sender: :func:`attach`.
 
-    pc.addTrack(track)                 # or pc.addTransceiver(track, "send")
-    live = attach(sender, make_controller("gcc"))
+    warm_up("loki")                    # rtc.session: compile before any packet is sent
+    sender = pc.addTrack(track)        # or pc.addTransceiver(track, "sendonly").sender
+    live = attach(sender, make_controller("loki"))    # before createOffer()/createAnswer()
     ... negotiate, stream ...
     live.stop()
+
+Attaching after negotiation is refused, and a remote that does not accept transport-cc is
+logged (``live.transport_cc`` is False): either way the controller would hear no transport
+feedback. The README's "Embedding it in a sender app" has the whole recipe.
 
 The data path, each stage in its own module: the patch stamps transport-wide sequence numbers
 and records each packet (:mod:`rtc.aiortc_patch`), the receiver reports arrivals
@@ -48,6 +53,32 @@ PROCESS_INTERVAL_MS = 25
 PACKET_OVERHEAD_BYTES = 58
 #: Recent media packets kept to be re-sent as RTX probe padding.
 RECENT_MEDIA_PACKETS = 32
+NOT_NEGOTIATED = (
+    "transport-cc was not negotiated for this video sender, so its controller gets no "
+    "transport feedback and holds its rate: call attach() (or rtc.aiortc_patch.install()) "
+    "before createOffer()/createAnswer(), and use a receiver that accepts transport-cc "
+    "(browsers do; an aiortc receiver needs rtc.aiortc_patch.install() too)"
+)
+
+
+def _has_transport_cc(sender: RTCRtpSender) -> bool:
+    return aiortc_patch.hooks_of(sender.transport).send_extension_id is not None
+
+
+def _negotiation_problem(sender: RTCRtpSender) -> str | None:
+    """Why a started sender cannot work with :func:`attach`, or None. Both faults would
+    otherwise pass silently: a controller without feedback holds its rate, and a VP8 stream
+    under another codec's payload type is sent in full and decoded by nobody."""
+    if not _has_transport_cc(sender):
+        return NOT_NEGOTIATED
+    codec = aiortc_patch.negotiated_codec(sender)
+    if codec is not None and codec.lower() != "video/vp8":
+        return (
+            f"the video sender negotiated {codec}, but attach() encodes VP8 (libvpx): offer "
+            "or answer VP8 first, e.g. transceiver.setCodecPreferences() with the VP8 and RTX "
+            "codecs of RTCRtpSender.getCapabilities('video'), before createOffer()/createAnswer()"
+        )
+    return None
 
 
 def encoder_target_bps(target_bps: int) -> int:
@@ -96,6 +127,10 @@ class LiveController:
         if sender.kind != "video":
             raise ValueError("attach() drives a video sender")
         aiortc_patch.install()
+        if aiortc_patch.sender_started(sender):
+            problem = _negotiation_problem(sender)
+            if problem is not None:
+                raise RuntimeError(f"{problem} (attach() came after negotiation)")
         self.sender = sender
         self.controller = controller
         self.clock_us = clock_us
@@ -135,6 +170,7 @@ class LiveController:
         self._hooks.feedback_listeners.append(self._on_feedback)
         self._hooks.rtcp_listeners.append(self._on_rtcp)
         self._hooks.rtcp_sent_listeners.append(self._on_rtcp_sent)
+        self._check_negotiation = True
         self._process_task = asyncio.ensure_future(self._run_process())
         self._take_probes()
 
@@ -142,6 +178,16 @@ class LiveController:
     @property
     def target_bps(self) -> int:
         return self._target_bps
+
+    @property
+    def transport_cc(self) -> bool | None:
+        """Whether transport-cc was negotiated for this sender; None before negotiation ends.
+
+        Without it the controller hears no transport feedback and holds its rate: the one
+        misuse of :func:`attach` that would otherwise pass silently."""
+        if not aiortc_patch.sender_started(self.sender):
+            return None
+        return _has_transport_cc(self.sender)
 
     def latest_rtt_us(self) -> int | None:
         """The newest RTT from RTCP receiver reports, or None before the first."""
@@ -228,6 +274,11 @@ class LiveController:
                 next_s += interval_s
                 await asyncio.sleep(max(0.0, next_s - time.monotonic()))
                 now = self.clock_us()
+                if self._check_negotiation and aiortc_patch.sender_started(self.sender):
+                    self._check_negotiation = False
+                    problem = _negotiation_problem(self.sender)
+                    if problem is not None:
+                        logger.error(problem)
                 self._tell_outstanding(now)
                 self._timed(self.controller.on_process_interval, now)
                 self._apply(now)
@@ -303,7 +354,11 @@ def attach(
     on_decision: Callable[[int, int], None] | None = None,
     guard: bool = True,
 ) -> LiveController:
-    """Drive ``sender``'s video with ``controller``; call before the first frame is encoded.
+    """Drive ``sender``'s video with ``controller``; call before the offer or answer is made.
+
+    The patch it installs (:mod:`rtc.aiortc_patch`) is what puts transport-cc into the SDP, so
+    attaching later leaves the controller without feedback: refused when the sender has
+    already started without transport-cc, and logged once when negotiation ends without it.
 
     ``on_decision(time_us, target_bps)`` is told about every change of target. With ``guard``
     (the default) the controller sits behind :class:`loki.guard.FeedbackGuard`: feedback from

@@ -337,6 +337,7 @@ def sender_stats(live: LiveController, t0_us: int, end_us: int, frames_skipped: 
         "encoded_kbps": encoded_bps / 1000,
         "mean_encoder_target_kbps": float(np.mean(targets)) / 1000 if targets else 0.0,
         "sent_kbps": hooks.sent_bytes * 8 / ((end_us - t0_us) / 1e6) / 1000,
+        "transport_cc": live.transport_cc,
         "feedback_reports": live.log.feedback_reports,
         "unknown_feedback_packets": live.adapter.unknown_packets,
         "malformed_feedback": hooks.malformed_feedback,
