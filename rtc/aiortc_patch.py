@@ -23,7 +23,10 @@ checked against:
 * ``RTCDtlsTransport._handle_rtp_data``: on a receiving transport, each packet's transport-wide
   sequence number and arrival time feed a :class:`rtc.feedback_generator.FeedbackGenerator`
   whose reports are sent every :data:`FEEDBACK_INTERVAL_MS`;
-* ``RTCDtlsTransport._register_rtp_sender/_receiver``: learn the negotiated extension id.
+* ``RTCDtlsTransport._register_rtp_sender/_receiver``: learn the negotiated extension id (and
+  the sender's codec);
+* ``RTCRtpSender.setTransport``: tell whoever drives the sender that BUNDLE moved it
+  (:func:`on_transport_change`).
 
 The helpers at the end reach private attributes, so that no other module does: the sender's
 encoder and RTX numbering (:func:`install_encoder`, :func:`take_rtx_sequence_number`) and the
@@ -46,8 +49,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiortc
+from aiortc import RTCRtpSender, rtcdtlstransport, rtp
 from aiortc import codecs as aiortc_codecs
-from aiortc import rtcdtlstransport, rtp
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 
 from loki.api import NO_PROBE
@@ -116,6 +119,9 @@ class TransportHooks:
         self.history = SendHistory()
         #: A pacer's entry point; when set, media goes through it before :meth:`transmit`.
         self.egress: Callable[[bytes], Awaitable[None]] | None = None
+        #: The one :class:`rtc.sender.LiveController` bound here: congestion control is per
+        #: transport (libwebrtc has one per call), so a second one is refused.
+        self.driver: Any = None
         self.feedback_listeners: list[Callable[[TransportCcFeedback, int], None]] = []
         self.rtcp_listeners: list[Callable[[Any, int], None]] = []
         self.rtcp_sent_listeners: list[Callable[[bytes, int], None]] = []
@@ -292,6 +298,13 @@ def _register_rtp_receiver(self: Any, receiver: Any, parameters: Any) -> None:
         hooks_of(self).receive_extension_id = ext_id
 
 
+def _set_sender_transport(self: Any, transport: Any) -> None:
+    _ORIGINAL["sender_set_transport"](self, transport)
+    callback = self.__dict__.get("_loki_on_transport")
+    if callback is not None:
+        _call_safely(callback)
+
+
 def _negotiate_transport_cc() -> None:
     video_exts = aiortc_codecs.HEADER_EXTENSIONS["video"]
     video_exts[:] = [e for e in video_exts if e.uri != ABS_SEND_TIME_URI]
@@ -325,6 +338,7 @@ def install() -> None:
     _ORIGINAL["send_rtp"] = transport_cls._send_rtp
     _ORIGINAL["register_sender"] = transport_cls._register_rtp_sender
     _ORIGINAL["register_receiver"] = transport_cls._register_rtp_receiver
+    _ORIGINAL["sender_set_transport"] = RTCRtpSender.setTransport
     _negotiate_transport_cc()
     rtp.RtcpRtpfbPacket.parse = classmethod(_parse_rtpfb)  # type: ignore[method-assign]
     transport_cls._send_rtp = _send_rtp  # type: ignore[method-assign]
@@ -332,6 +346,7 @@ def install() -> None:
     transport_cls._handle_rtp_data = _handle_rtp_data  # type: ignore[method-assign]
     transport_cls._register_rtp_sender = _register_rtp_sender  # type: ignore[method-assign]
     transport_cls._register_rtp_receiver = _register_rtp_receiver  # type: ignore[method-assign]
+    RTCRtpSender.setTransport = _set_sender_transport  # type: ignore[method-assign]
 
 
 def use_loopback_host() -> None:
@@ -399,6 +414,18 @@ def sender_started(sender: Any) -> bool:
     return bool(sender._RTCRtpSender__started)
 
 
+def on_transport_change(sender: Any, callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` whenever aiortc moves ``sender`` to another transport (None: stop).
+
+    BUNDLE does that during negotiation: every transceiver but the first starts on a transport
+    of its own and moves to the first one's, so the video of an app that added its audio first
+    leaves the transport it was attached on."""
+    if callback is None:
+        sender.__dict__.pop("_loki_on_transport", None)
+    else:
+        sender.__dict__["_loki_on_transport"] = callback
+
+
 def negotiated_codec(sender: Any) -> str | None:
     """The mime type ``sender`` sends (``"video/VP8"``), once it started with the patch in
     place; None before, or when it started without the patch."""
@@ -442,6 +469,7 @@ __all__ = [
     "media_ssrc",
     "negotiated_codec",
     "now_us",
+    "on_transport_change",
     "rtx_payload_type",
     "rtx_ssrc",
     "send_nack",

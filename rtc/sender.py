@@ -136,8 +136,6 @@ class LiveController:
         self.clock_us = clock_us
         self.log = LiveLog()
         self._on_decision = on_decision
-        self._hooks = aiortc_patch.hooks_of(sender.transport)
-        self.adapter = TransportFeedbackAdapter(self._hooks.history)
         self._rtt = RttFromReports()
         self._loss = LossFromReports()
         self._target_bps = controller.target_bps
@@ -160,19 +158,64 @@ class LiveController:
         self.pacer: LivePacer | None = None
         if pacing:
             self.pacer = LivePacer(
-                self._hooks.transmit,
+                self._transmit,
                 clock_us,
                 self._target_bps,
                 is_retransmission=self._is_rtx,
                 make_probe=self._make_probe,
             )
-            self._hooks.egress = self._egress
-        self._hooks.feedback_listeners.append(self._on_feedback)
-        self._hooks.rtcp_listeners.append(self._on_rtcp)
-        self._hooks.rtcp_sent_listeners.append(self._on_rtcp_sent)
+        self._bind(aiortc_patch.hooks_of(sender.transport))
+        aiortc_patch.on_transport_change(sender, self._follow_transport)
         self._check_negotiation = True
         self._process_task = asyncio.ensure_future(self._run_process())
         self._take_probes()
+
+    # -- the transport ---------------------------------------------------------------------------
+    def _bind(self, hooks: aiortc_patch.TransportHooks) -> None:
+        if hooks.driver is not None:
+            raise RuntimeError(
+                "this transport already carries a video sender driven by attach(): congestion "
+                "control is per transport (as in libwebrtc), one controller each; stop() the "
+                "other first"
+            )
+        hooks.driver = self
+        self._hooks = hooks
+        self.adapter = TransportFeedbackAdapter(hooks.history)
+        if self.pacer is not None:
+            hooks.egress = self._egress
+        hooks.feedback_listeners.append(self._on_feedback)
+        hooks.rtcp_listeners.append(self._on_rtcp)
+        hooks.rtcp_sent_listeners.append(self._on_rtcp_sent)
+
+    def _unbind(self) -> None:
+        hooks = self._hooks
+        if hooks.driver is self:
+            hooks.driver = None
+        if hooks.egress == self._egress:
+            hooks.egress = None
+        for lst, fn in (
+            (hooks.feedback_listeners, self._on_feedback),
+            (hooks.rtcp_listeners, self._on_rtcp),
+            (hooks.rtcp_sent_listeners, self._on_rtcp_sent),
+        ):
+            with contextlib.suppress(ValueError):
+                lst.remove(fn)
+
+    def _follow_transport(self) -> None:
+        """BUNDLE moved the sender (during negotiation, before it sends): move with it, or the
+        controller would listen on a transport that carries nothing."""
+        hooks = aiortc_patch.hooks_of(self.sender.transport)
+        if hooks is self._hooks:
+            return
+        self._unbind()
+        try:
+            self._bind(hooks)
+        except RuntimeError as e:
+            self._bind(self._hooks)
+            logger.error("the video sender moved to another transport: %s", e)
+
+    async def _transmit(self, data: bytes, probe_cluster_id: int) -> None:
+        await self._hooks.transmit(data, probe_cluster_id)
 
     # -- the controller ------------------------------------------------------------------------
     @property
@@ -334,15 +377,8 @@ class LiveController:
         self._process_task.cancel()
         if self.pacer is not None:
             self.pacer.stop()
-        hooks = self._hooks
-        hooks.egress = None
-        for lst, fn in (
-            (hooks.feedback_listeners, self._on_feedback),
-            (hooks.rtcp_listeners, self._on_rtcp),
-            (hooks.rtcp_sent_listeners, self._on_rtcp_sent),
-        ):
-            with contextlib.suppress(ValueError):
-                lst.remove(fn)
+        aiortc_patch.on_transport_change(self.sender, None)
+        self._unbind()
 
 
 def attach(

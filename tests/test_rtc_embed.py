@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 
 from loki.controllers import make_controller
 from rtc import aiortc_patch
@@ -44,17 +45,24 @@ def _without_transport_cc(sdp: str) -> str:
 class App:
     """A sender app and its remote, in one process: the README's steps, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, audio_first: bool = False) -> None:
         aiortc_patch.use_loopback_host()
         self.tx = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.rx = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.frames_received = 0
         self._readers: list[asyncio.Future[None]] = []
         self.rx.on("track", self._consume)
+        if audio_first:
+            # As most apps do (addTrack(mic), then addTrack(camera)): BUNDLE then moves the
+            # video sender onto the audio's transport during negotiation.
+            self.tx.addTransceiver(AudioStreamTrack(), direction="sendonly")
         self.track = SyntheticVideoTrack(320, 180, aiortc_patch.now_us)
         self.transceiver = self.tx.addTransceiver(self.track, direction="sendonly")
 
     def _consume(self, track) -> None:  # type: ignore[no-untyped-def]
+        if track.kind != "video":
+            return
+
         async def read() -> None:
             while True:
                 try:
@@ -87,9 +95,15 @@ class App:
         await self.rx.close()
 
 
-async def test_an_app_that_attaches_before_the_offer_gets_feedback_and_ramps_up() -> None:
+@pytest.mark.parametrize("audio_first", [False, True], ids=["video-only", "audio-first"])
+async def test_an_app_that_attaches_before_the_offer_gets_feedback_and_ramps_up(
+    audio_first: bool,
+) -> None:
+    # Audio first used to leave the controller on the transport BUNDLE discarded: no
+    # feedback, the target held at 300 kbps, and the pacer's counters at zero.
     await asyncio.to_thread(warm_up, "loki")  # the README's steps, in its order
-    app = App()
+    app = App(audio_first)
+    moved_from = app.transceiver.sender.transport
     caps = RTCRtpSender.getCapabilities("video").codecs
     app.transceiver.setCodecPreferences(
         [c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")]
@@ -106,6 +120,7 @@ async def test_an_app_that_attaches_before_the_offer_gets_feedback_and_ramps_up(
         await app.wait_started()
         await asyncio.sleep(5.0)
         assert live.transport_cc is True
+        assert (app.transceiver.sender.transport is not moved_from) == audio_first
         # 100 ms reports for about 5 s; a loaded machine gets fewer, none gets none.
         assert live.log.feedback_reports >= 25
         # Loopback has no bottleneck: the estimate climbs from its start (loki's fault floor
@@ -113,6 +128,19 @@ async def test_an_app_that_attaches_before_the_offer_gets_feedback_and_ramps_up(
         assert max(bps for _, bps in decisions) > 1.5 * INITIAL_BPS
         assert live.target_bps > INITIAL_BPS
         assert app.frames_received >= 60  # 30 fps for 5 s, the first frames after connect
+        assert live.sent_bytes > 5 * INITIAL_BPS / 8  # paced and counted on the transport used
+    finally:
+        await app.close(live)
+
+
+async def test_a_second_controller_on_the_same_transport_is_refused() -> None:
+    app = App()
+    live = attach(app.transceiver.sender, make_controller("gcc"))
+    try:
+        with pytest.raises(RuntimeError, match="one controller each"):
+            attach(app.transceiver.sender, make_controller("loki"))
+        live.stop()  # and once the first is stopped, the transport is free again
+        live = attach(app.transceiver.sender, make_controller("loki"))
     finally:
         await app.close(live)
 
