@@ -1,8 +1,9 @@
 """Run any :class:`loki.api.Controller` on a real aiortc video sender: :func:`attach`.
 
+    aiortc_patch.install()             # before any SDP: transport-cc in offers and answers
     warm_up("loki")                    # rtc.session: compile before any packet is sent
     sender = pc.addTrack(track)        # or pc.addTransceiver(track, "sendonly").sender
-    live = attach(sender, make_controller("loki"))    # before createOffer()/createAnswer()
+    live = attach(sender, make_controller("loki"))    # before the first frame
     ... negotiate, stream ...
     live.stop()
 
@@ -55,9 +56,10 @@ PACKET_OVERHEAD_BYTES = 58
 RECENT_MEDIA_PACKETS = 32
 NOT_NEGOTIATED = (
     "transport-cc was not negotiated for this video sender, so its controller gets no "
-    "transport feedback and holds its rate: call attach() (or rtc.aiortc_patch.install()) "
-    "before createOffer()/createAnswer(), and use a receiver that accepts transport-cc "
-    "(browsers do; an aiortc receiver needs rtc.aiortc_patch.install() too)"
+    "transport feedback and holds its rate: call rtc.aiortc_patch.install() (attach() does "
+    "too) before the SDP that negotiates the sender, that is before createOffer() when the app "
+    "offers and before setRemoteDescription(offer) when it answers, and use a receiver that "
+    "accepts transport-cc (browsers do; an aiortc receiver needs rtc.aiortc_patch.install())"
 )
 
 
@@ -390,11 +392,12 @@ def attach(
     on_decision: Callable[[int, int], None] | None = None,
     guard: bool = True,
 ) -> LiveController:
-    """Drive ``sender``'s video with ``controller``; call before the offer or answer is made.
+    """Drive ``sender``'s video with ``controller``; call before its first frame.
 
-    The patch it installs (:mod:`rtc.aiortc_patch`) is what puts transport-cc into the SDP, so
-    attaching later leaves the controller without feedback: refused when the sender has
-    already started without transport-cc, and logged once when negotiation ends without it.
+    The patch (:func:`rtc.aiortc_patch.install`, which this calls too) is what puts
+    transport-cc into the SDP, so it must be in place before the SDP that negotiates the
+    sender; otherwise the controller gets no feedback: refused when the sender has already
+    started without transport-cc, and logged once when negotiation ends without it.
 
     ``on_decision(time_us, target_bps)`` is told about every change of target. With ``guard``
     (the default) the controller sits behind :class:`loki.guard.FeedbackGuard`: feedback from

@@ -46,6 +46,7 @@ class App:
     """A sender app and its remote, in one process: the README's steps, in order."""
 
     def __init__(self, audio_first: bool = False) -> None:
+        aiortc_patch.install()
         aiortc_patch.use_loopback_host()
         self.tx = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.rx = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -131,6 +132,31 @@ async def test_an_app_that_attaches_before_the_offer_gets_feedback_and_ramps_up(
         assert live.sent_bytes > 5 * INITIAL_BPS / 8  # paced and counted on the transport used
     finally:
         await app.close(live)
+
+
+async def test_an_app_that_answers_the_remotes_offer_gets_feedback() -> None:
+    # The README's answerer order: patch, read the offer, add the track, attach, answer.
+    aiortc_patch.install()
+    aiortc_patch.use_loopback_host()
+    app = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    remote = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    remote.addTransceiver("video", direction="recvonly")
+    await remote.setLocalDescription(await remote.createOffer())
+    await app.setRemoteDescription(remote.localDescription)
+    sender = app.addTrack(SyntheticVideoTrack(320, 180, aiortc_patch.now_us))
+    live = attach(sender, make_controller("gcc"))
+    try:
+        await app.setLocalDescription(await app.createAnswer())
+        await remote.setRemoteDescription(app.localDescription)
+        deadline = time.monotonic() + 10.0
+        while live.log.feedback_reports < 10:
+            assert time.monotonic() < deadline, f"no feedback (transport-cc {live.transport_cc})"
+            await asyncio.sleep(0.1)
+        assert live.transport_cc is True
+    finally:
+        live.stop()
+        await app.close()
+        await remote.close()
 
 
 async def test_a_second_controller_on_the_same_transport_is_refused() -> None:
