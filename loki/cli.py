@@ -11,12 +11,16 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loki.argtypes import nonneg_int as _nonneg_int
 from loki.argtypes import number as _number
 from loki.argtypes import positive_float as _positive_float
 from loki.argtypes import positive_int as _positive_int
 from loki.argtypes import probability as _probability
+
+if TYPE_CHECKING:
+    from traces.trace import Trace
 
 DEFAULT_DURATION_CAP_S = 600.0
 
@@ -123,16 +127,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     )
     if args.source is not None:
         return _emulate_cbr(args, link, duration_s)
-    names = [n.strip() for n in args.controller.split(",") if n.strip()]
-    if not names:
-        raise CliError("--controller needs at least one name")
-    for n in names:  # refuse unknown names before running anything
-        try:
-            make_controller(n, trace=trace)
-        except ValueError as e:
-            raise CliError(str(e)) from e
-    if len(names) > 1 and args.timeline and "{controller}" not in str(args.timeline):
-        raise CliError("with several controllers, --timeline needs '{controller}' in its path")
+    names = _controller_names(args.controller, trace, args.timeline)
     results = {}
     for name in names:
         cfg = SessionConfig(
@@ -147,9 +142,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         row = {"controller": name, "trace": trace.name, **res.qoe.to_dict()}
         rows.append(row)
         if args.timeline:
-            # A model path names a controller too: its slashes must not make folders.
-            label = name.replace("/", "_").replace("\\", "_").lstrip("_")
-            _write_timeline(Path(str(args.timeline).replace("{controller}", label)), res.timeline)
+            _write_timeline(_timeline_path(args.timeline, name), res.timeline)
     if args.plot:
         from loki.plots import plot_sessions
 
@@ -175,6 +168,29 @@ def _run_with_progress(session, duration_s: float, name: str, quiet: bool):
             last[0] = round(t_s)
 
         return session.run(progress=tick)
+
+
+def _controller_names(text: str, trace: Trace, timeline: Path | None) -> list[str]:
+    """The comma-separated names, each refused here if unknown, before anything runs."""
+    from loki.controllers import make_controller
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CliError("--controller needs at least one name")
+    for n in names:
+        try:
+            make_controller(n, trace=trace)
+        except ValueError as e:
+            raise CliError(str(e)) from e
+    if len(names) > 1 and timeline and "{controller}" not in str(timeline):
+        raise CliError("with several controllers, --timeline needs '{controller}' in its path")
+    return names
+
+
+def _timeline_path(pattern: Path, controller: str) -> Path:
+    # A model path names a controller too: its slashes must not make folders.
+    label = controller.replace("/", "_").replace("\\", "_").lstrip("_")
+    return Path(str(pattern).replace("{controller}", label))
 
 
 def _write_timeline(path: Path, timeline: dict) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 DEFAULT_LIVE_DURATION_S = 30.0
 DEFAULT_SIZE = "640x360"
@@ -34,7 +36,11 @@ def add_live_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "live", help="stream a real session (aiortc sender, trace-driven relay, receiver)"
     )
     loki_cli._add_link_args(p)
-    p.add_argument("--controller", default="gcc", help="the send-rate controller")
+    p.add_argument(
+        "--controller",
+        default="gcc",
+        help="one name or several, comma-separated (one real-time session each, in turn)",
+    )
     p.add_argument("--receiver", choices=("aiortc", "chromium"), default="aiortc")
     p.add_argument("--size", type=_size, default=_size(DEFAULT_SIZE), help="video WIDTHxHEIGHT")
     p.add_argument("--fps", type=loki_cli._positive_float, default=30.0)
@@ -44,8 +50,15 @@ def add_live_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         default=0.0,
         help="periodic keyframes (0: only when the receiver asks)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (or a list)")
     p.add_argument("--quiet", action="store_true", help="no progress view on stderr")
+    p.add_argument(
+        "--timeline",
+        type=Path,
+        help="write per-second series as CSV, loki emulate's columns ('{controller}' in the "
+        "path with several)",
+    )
+    p.add_argument("--plot", type=Path, help="draw send rate vs capacity and delay (PNG)")
     p.set_defaults(func=cmd_live)
     return p
 
@@ -70,14 +83,11 @@ def _progress_printer(stream):  # type: ignore[no-untyped-def]
 
 def cmd_live(args: argparse.Namespace) -> int:
     from loki import cli as loki_cli
-    from loki.controllers import make_controller
     from rtc.session import LiveConfig, run_live
 
+    loki_cli._check_output_paths(args.timeline, args.plot)
     trace = loki_cli._load_link_trace(args)
-    try:
-        make_controller(args.controller, trace=trace)
-    except ValueError as e:
-        raise loki_cli.CliError(str(e)) from e
+    names = loki_cli._controller_names(args.controller, trace, args.timeline)
     if args.receiver == "chromium":
         from rtc.chromium_receiver import ChromiumUnavailableError, check_available
 
@@ -94,7 +104,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     width, height = args.size
     config = LiveConfig(
         source=source,
-        controller=args.controller,
+        controller=names[0],
         duration_s=args.duration_s or DEFAULT_LIVE_DURATION_S,
         receiver=args.receiver,
         width=width,
@@ -108,23 +118,44 @@ def cmd_live(args: argparse.Namespace) -> int:
         keyframe_interval_s=args.keyframe_interval_s,
     )
     progress = None if args.quiet else _progress_printer(sys.stderr)
-    result = asyncio.run(run_live(config, progress))
-    row = {"controller": args.controller, "trace": trace.name, **result.qoe.to_dict()}
+    results = {}
+    for name in names:
+        if progress is not None and len(names) > 1:
+            print(f"-- {name}", file=sys.stderr, flush=True)
+        results[name] = asyncio.run(
+            run_live(dataclasses.replace(config, controller=name), progress)
+        )
+    rows = []
+    for name, result in results.items():
+        rows.append({"controller": name, "trace": trace.name, **result.qoe.to_dict()})
+        if args.timeline:
+            loki_cli._write_timeline(loki_cli._timeline_path(args.timeline, name), result.timeline)
+    if args.plot:
+        from loki.plots import plot_sessions
+
+        title = f"{trace.name}, live ({args.receiver} receiver)"
+        plot_sessions({n: r.timeline for n, r in results.items()}, args.plot, title=title)
     if args.json:
-        print(json.dumps({**row, "live": result.stats}))
+        objs = [{**row, "live": r.stats} for row, r in zip(rows, results.values(), strict=True)]
+        print(json.dumps(objs[0] if len(objs) == 1 else objs))
         return 0
-    loki_cli._print_table([row])
-    s = result.stats
+    loki_cli._print_table(rows)
+    for name, result in results.items():
+        _print_sender(name if len(names) > 1 else "", result.stats)
+    return 0
+
+
+def _print_sender(name: str, s: dict) -> None:
+    who = f"{name} " if name else ""
     print(
-        f"sender: {s['keyframes']} keyframes ({s['keyframes_per_min']:.1f}/min), encoded "
+        f"{who}sender: {s['keyframes']} keyframes ({s['keyframes_per_min']:.1f}/min), encoded "
         f"{s['encoded_kbps']:.0f} kbps for a mean target of {s['mean_encoder_target_kbps']:.0f}"
         f" kbps, controller {s['controller_cpu_pct_of_core']:.2f} % of a core"
     )
     extra = s.get("chromium")
     if extra:
         print(
-            f"chromium: {extra.get('framesDecoded', 0)} frames decoded, "
+            f"{who}chromium: {extra.get('framesDecoded', 0)} frames decoded, "
             f"{extra.get('freezeCount', 0)} freezes ({extra.get('totalFreezesDuration', 0):.2f}"
             f" s), {extra.get('pliCount', 0)} PLIs, {extra.get('nackCount', 0)} NACKs"
         )
-    return 0

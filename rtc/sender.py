@@ -99,7 +99,7 @@ class LiveLog:
     Kept as :class:`rtc.compact_log.IntRows`, 8 bytes a value: a log of Python tuples grew a
     long session's memory by about a megabyte a minute."""
 
-    #: (time_us, target_bps) after every controller decision that changed the target.
+    #: (time_us, target_bps) when attached, then after every decision that changed the target.
     targets: IntRows = field(default_factory=lambda: IntRows(("time_us", "target_bps")))
     #: :data:`FRAME_FIELDS` per encoded frame.
     frames: IntRows = field(default_factory=lambda: IntRows(FRAME_FIELDS))
@@ -141,6 +141,7 @@ class LiveController:
         self._rtt = RttFromReports()
         self._loss = LossFromReports()
         self._target_bps = controller.target_bps
+        self.log.targets.append(clock_us(), self._target_bps)
         # A controller that skips frames is asked from the encoding thread too; then every call
         # into it takes this lock (a controller is not thread-safe). Others never take it.
         self._lock: threading.Lock | None = threading.Lock() if controller.skips_frames else None

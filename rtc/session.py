@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from loki.controllers import make_controller
 from loki.guard import FeedbackGuard
 from loki.qoe import QoeReport, compute_qoe
+from loki.timeline import bin_timeline, bins
 from rtc import aiortc_patch
 from rtc.aiortc_receiver import AiortcReceiver, ReceiverLog
 from rtc.compact_log import IntRows
@@ -98,6 +100,8 @@ class LiveResult:
     progress: list[ProgressRow] = field(default_factory=list)
     #: Per-decision rows: time_s, target_bps.
     decisions: list[tuple[float, int]] = field(default_factory=list)
+    #: ``loki emulate``'s per-second columns (:data:`loki.timeline.COLUMNS`), measured live.
+    timeline: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_source(source: tuple[str, str]) -> Trace:
@@ -205,7 +209,8 @@ async def run_live(
             await pc.close()
         with contextlib.suppress(Exception):
             await receiver.close()
-    qoe = live_qoe(trace, config.duration_s, t0_us, captures, live, rx_log, packets)
+    rendered = rendered_frames(config.duration_s, t0_us, captures, live, rx_log)
+    qoe = live_qoe(trace, config.duration_s, t0_us, live, rendered, packets)
     stats = sender_stats(live, t0_us, end_us, track.frames_skipped)
     stats["relay"] = relay.summary.to_dict() if relay.summary else {}
     stats["receiver"] = {
@@ -218,7 +223,45 @@ async def run_live(
     if receiver_stats:
         stats[config.receiver] = receiver_stats
     decisions = [((t - t0_us) / 1e6, b) for t, b in live.log.targets if t <= end_us]
-    return LiveResult(qoe=qoe, stats=stats, progress=rows, decisions=decisions)
+    origin_us = relay.summary.origin_us if relay.summary else None
+    timeline = live_timeline(
+        trace, config.duration_s, t0_us, origin_us, decisions, rendered, packets
+    )
+    return LiveResult(qoe=qoe, stats=stats, progress=rows, decisions=decisions, timeline=timeline)
+
+
+def live_timeline(
+    trace: Trace,
+    duration_s: float,
+    t0_us: int,
+    origin_us: int | None,
+    decisions: list[tuple[float, int]],
+    rendered: RenderedFrames,
+    packets: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``loki emulate``'s per-second time line (:func:`loki.timeline.bin_timeline`), from the
+    relay's ground truth per packet (IP sizes, as the emulator's) and the rendered frames.
+
+    The relay's trace clock starts with the first RTP packet (``origin_us``), some ms after
+    t0 (the first frame's encoding): the capacity column is the trace as the link applied it,
+    shifted by that much, so a capacity step falls in the second it really came."""
+    end_ms = round(duration_s * 1000)
+    nb = bins(end_ms)
+    shift_ms = 0 if origin_us is None else max(0, (origin_us - t0_us) // 1000)
+    edges = np.maximum(np.arange(nb + 1) * 1000 - shift_ms, 0)
+    opportunities = [trace.opportunities_between(int(a), int(b)) for a, b in pairwise(edges)]
+    in_ms = (packets["in_us"] - t0_us) // 1000
+    out = packets["out_us"]
+    return bin_timeline(
+        end_ms=end_ms,
+        send_ms=in_ms,
+        arrival_ms=np.where(out >= 0, (out - t0_us) // 1000, -1),
+        size_bytes=packets["size_bytes"],  # IP sizes, as the emulator's time line counts
+        capacity_kbps=np.asarray(opportunities) * BYTES_PER_OPPORTUNITY * 8 / 1000.0,
+        decisions=decisions,
+        render_ms=rendered.render_ms,
+        frame_delay_ms=rendered.frame_delay_ms,
+    )
 
 
 async def _watch(
@@ -259,17 +302,20 @@ async def _watch(
     return rows
 
 
-def live_qoe(
-    trace: Trace,
-    duration_s: float,
-    t0_us: int,
-    captures: IntRows,
-    live: LiveController,
-    rx: ReceiverLog,
-    packets: dict[str, np.ndarray],
-) -> QoeReport:
-    """The emulator's QoE inputs, taken from what the live session really did."""
-    duration_ms = duration_s * 1000.0
+@dataclass
+class RenderedFrames:
+    """The frames the receiver rendered within the session, on the session's time line."""
+
+    render_ms: list[float]
+    frame_delay_ms: list[float]  # capture to render
+    frame_bytes: float  # their encoded sizes, summed
+    capture_of: dict[int, int]  # pts (the encoder's RTP timestamp) -> capture time, us
+
+
+def rendered_frames(
+    duration_s: float, t0_us: int, captures: IntRows, live: LiveController, rx: ReceiverLog
+) -> RenderedFrames:
+    """Match each rendered frame to its capture through the sender's log, in render order."""
     end_us = t0_us + round(duration_s * 1e6)
     capture_of = dict(captures)  # pts (the encoder's RTP timestamp) -> capture time
     by_ts = {f[1]: f for f in live.log.frames}  # encoder ts -> (t, ts, pid, size, key, tgt)
@@ -292,8 +338,26 @@ def live_qoe(
         delay_ms.append((r.render_us - capture) / 1000.0)
         frame_bytes += frame[3]
     order = np.argsort(render_ms, kind="stable")
-    render_ms = [render_ms[i] for i in order]
-    delay_ms = [delay_ms[i] for i in order]
+    return RenderedFrames(
+        render_ms=[render_ms[i] for i in order],
+        frame_delay_ms=[delay_ms[i] for i in order],
+        frame_bytes=float(frame_bytes),
+        capture_of=capture_of,
+    )
+
+
+def live_qoe(
+    trace: Trace,
+    duration_s: float,
+    t0_us: int,
+    live: LiveController,
+    rendered: RenderedFrames,
+    packets: dict[str, np.ndarray],
+) -> QoeReport:
+    """The emulator's QoE inputs, taken from what the live session really did."""
+    duration_ms = duration_s * 1000.0
+    end_us = t0_us + round(duration_s * 1e6)
+    capture_of = rendered.capture_of
     sent_in = packets["in_us"] <= end_us
     out = packets["out_us"]
     got = sent_in & (out >= 0) & (out <= end_us)
@@ -307,9 +371,9 @@ def live_qoe(
         link_bytes=float((size[got] + TUN_HEADER_BYTES).sum()),
         # As the emulator counts: frames the encoder produced (not those it dropped).
         frames_sent=sum(1 for f in live.log.frames if t0_us <= capture_of.get(f[1], -1) <= end_us),
-        render_ms=render_ms,
-        frame_delay_ms=delay_ms,
-        frame_bytes_rendered=float(frame_bytes),
+        render_ms=rendered.render_ms,
+        frame_delay_ms=rendered.frame_delay_ms,
+        frame_bytes_rendered=rendered.frame_bytes,
         packets_sent=int(decided.sum()),
         packets_lost=int(lost.sum()),
         packet_delay_ms=((out[got] - packets["in_us"][got]) / 1000.0).tolist(),

@@ -156,11 +156,24 @@ def test_bad_source(source: str, workdir: Path, capsys: pytest.CaptureFixture[st
     assert_refused(argv, workdir, capsys, "--source expects cbr:KBPS")
 
 
+@pytest.mark.parametrize("command", ["emulate", "live"])
 def test_several_controllers_need_a_timeline_pattern(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
+    command: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["emulate", "--duration-s", "1", "--controller", "gcc,oracle", *OUTPUTS]
+    if command == "live":
+        pytest.importorskip("aiortc")
+    argv = [command, "--duration-s", "1", "--controller", "gcc,oracle", *OUTPUTS]
     assert_refused(argv, workdir, capsys, "{controller}")
+
+
+@pytest.mark.parametrize("command", ["emulate", "live"])
+def test_an_unknown_controller_among_several_is_refused_before_running(
+    command: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if command == "live":
+        pytest.importorskip("aiortc")
+    argv = [command, "--duration-s", "1", "--controller", "gcc,nope", *OUTPUTS]
+    assert_refused(argv, workdir, capsys, "nope")
 
 
 @pytest.mark.parametrize(
@@ -168,12 +181,17 @@ def test_several_controllers_need_a_timeline_pattern(
     [
         ["--timeline", "a-folder"],
         ["--source", "cbr:500", "--packet-log", "a-folder"],
+        ["live", "--plot", "a-folder"],
     ],
 )
 def test_an_output_path_that_is_a_folder_is_refused_before_running(
     extra: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["emulate", "--builtin", "const-2.5mbps", "--duration-s", "1", *extra]
+    command = "emulate"
+    if extra[0] == "live":
+        pytest.importorskip("aiortc")
+        command, extra = "live", extra[1:]
+    argv = [command, "--builtin", "const-2.5mbps", "--duration-s", "1", *extra]
     assert_refused(argv, workdir, capsys, "a-folder")
 
 

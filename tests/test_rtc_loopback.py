@@ -7,6 +7,7 @@ new capacity and video must keep flowing through and after the step.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -74,3 +75,57 @@ def test_warm_up_runs_each_kind_and_refuses_an_unknown_one_before_going_live() -
         warm_up(name)  # one emulated second each; the live session builds its own controller
     with pytest.raises(ValueError, match="unknown controller"):
         warm_up("no-such-controller")
+
+
+def test_the_live_time_line_reads_like_the_emulators(step_session) -> None:  # type: ignore[no-untyped-def]
+    from loki.timeline import COLUMNS
+
+    tl = step_session.timeline
+    assert tuple(tl) == COLUMNS
+    assert len(tl["time_s"]) == 10
+    cap = tl["capacity_kbps"]
+    # The link's clock starts with the first packet, some ms into the session: the first
+    # second offers that much less, and the step lands that much into second 5.
+    np.testing.assert_allclose(cap[1:5], HIGH_BPS / 1000, rtol=0.01)
+    np.testing.assert_allclose(cap[6:], LOW_BPS / 1000, rtol=0.01)
+    assert 0.8 * HIGH_BPS / 1000 < cap[0] <= 1.01 * HIGH_BPS / 1000
+    assert 0.99 * LOW_BPS / 1000 <= cap[5] < 0.5 * HIGH_BPS / 1000
+    # The link never delivers more than it offers in a second (IP sizes, without mahimahi's
+    # 4-byte header, against whole 1504-byte opportunities), but a delivery counts when it
+    # reaches the receiver, 20 ms of propagation after the link let it go (as in the
+    # emulator's time line): a second's deliveries are what the link offered 20 ms earlier,
+    # which can hold one opportunity more on this trace, plus one for the ms the link rounds
+    # to; and the second of the step gets 20 ms of the higher rate.
+    steady = np.arange(10) != 5
+    assert np.all(tl["delivered_kbps"][steady] <= cap[steady] + 2 * 1504 * 8 / 1000)
+    # After the step GCC's queue fills the link: it delivers what it offers.
+    assert np.all(tl["delivered_kbps"][6:] >= 0.95 * cap[6:])
+    # The target column holds the last decision made by each second's end.
+    d = np.array(step_session.decisions, dtype=float)
+    for b, t in enumerate(tl["time_s"]):
+        made = d[d[:, 0] < t + 1.0]
+        assert tl["target_kbps"][b] == pytest.approx(made[-1, 1] / 1000)
+    # Every rendered frame is in exactly one second, with a frame delay where there are frames.
+    assert tl["fps"].sum() == step_session.qoe.frames_rendered
+    shown = tl["fps"] > 0
+    assert np.all(np.isfinite(tl["frame_delay_ms"][shown]))
+    # After the step the queue builds: the delay of the seconds after it exceeds the seconds
+    # before it (GCC takes a few hundred ms to see the drop).
+    assert np.nanmax(tl["packet_delay_ms"][5:8]) > np.nanmax(tl["packet_delay_ms"][1:5])
+
+
+def test_loki_live_compares_controllers_with_a_plot_and_time_lines(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from loki.cli import main
+
+    argv = ["live", "--builtin", "const-2.5mbps", "--duration-s", "3", "--quiet", "--json"]
+    out = ["--timeline", str(tmp_path / "{controller}.csv"), "--plot", str(tmp_path / "p.png")]
+    assert main([*argv, "--controller", "gcc,fixed:800", *out]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["controller"] for r in rows] == ["gcc", "fixed:800"]
+    for name in ("gcc", "fixed:800"):
+        lines = (tmp_path / f"{name}.csv").read_text().splitlines()
+        assert lines[0].split(",")[:3] == ["time_s", "capacity_kbps", "target_kbps"]
+        assert len(lines) == 1 + 3
+    fixed = (tmp_path / "fixed:800.csv").read_text().splitlines()[1:]
+    assert all(float(line.split(",")[2]) == 800 for line in fixed)
+    assert (tmp_path / "p.png").stat().st_size > 10_000

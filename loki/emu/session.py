@@ -101,6 +101,7 @@ from loki.emu.send_path import (
 from loki.emu.send_path import FRAME as PACKETISE_FRAME
 from loki.qoe import QoeReport, compute_qoe
 from loki.receive.nack_requester import HIGHEST
+from loki.timeline import bin_timeline, bins
 from traces.trace import BYTES_PER_OPPORTUNITY, Trace
 
 FRAME, PACE, FB_TX, FB_RX, NACK_RX, PLI_RX, RR_TX, RR_RX, TICK = range(9)
@@ -856,46 +857,15 @@ class Session:
     def timeline(self, bin_ms: int = 1000) -> dict[str, np.ndarray]:
         """Per-bin series: capacity, sent, delivered rates, target, packet delay, frame delay."""
         end_ms = self._end_us // 1000
-        nb = max(1, -(-end_ms // bin_ms))
-        t = np.arange(nb) * bin_ms / 1000.0
-        send = np.asarray(self.send_us, dtype=np.int64) // 1000
-        arr = np.asarray(self.arrival_us, dtype=np.int64) // 1000
-        size = np.asarray(self.size_bytes, dtype=np.float64)
-        scale = 8.0 / bin_ms  # bytes per bin -> kbps
-        sb = np.clip(send // bin_ms, 0, nb - 1)
-        sent = np.bincount(sb, weights=size, minlength=nb)[:nb] * scale
-        ok = (arr >= 0) & (arr < end_ms)
-        ab = np.clip(arr[ok] // bin_ms, 0, nb - 1)
-        delivered = np.bincount(ab, weights=size[ok], minlength=nb)[:nb] * scale
-        dsum = np.bincount(ab, weights=(arr[ok] - send[ok]).astype(np.float64), minlength=nb)
-        dcnt = np.bincount(ab, minlength=nb)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pdelay = np.where(dcnt[:nb] > 0, dsum[:nb] / dcnt[:nb], np.nan)
-        cap = self.link.trace.capacity_series_bps(nb * bin_ms, bin_ms) / 1000.0
-        # The last decision in each bin, held through bins without one.
-        target = np.full(nb, np.nan)
-        if self.decisions:
-            ts, tb = (np.asarray(c) for c in zip(*self.decisions, strict=True))
-            bins = (ts * 1000 // bin_ms).astype(np.int64)
-            last_in_bin = np.append(bins[1:] != bins[:-1], True) & (bins < nb)
-            target[bins[last_in_bin]] = tb[last_in_bin] / 1000.0
-            held = np.where(np.isnan(target), -1, np.arange(nb))
-            np.maximum.accumulate(held, out=held)
-            target = np.where(held >= 0, target[np.maximum(held, 0)], np.nan)
-        r = np.asarray(self.receiver.render_ms, dtype=np.float64)
-        fd = np.asarray(self.receiver.frame_delay_ms, dtype=np.float64)
-        rb = np.clip((r // bin_ms).astype(np.int64), 0, nb - 1) if r.size else r.astype(np.int64)
-        fsum = np.bincount(rb, weights=fd, minlength=nb)[:nb]
-        fcnt = np.bincount(rb, minlength=nb)[:nb]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fdelay = np.where(fcnt > 0, fsum / fcnt, np.nan)
-        return {
-            "time_s": t,
-            "capacity_kbps": cap,
-            "target_kbps": target,
-            "sent_kbps": sent,
-            "delivered_kbps": delivered,
-            "packet_delay_ms": pdelay,
-            "frame_delay_ms": fdelay,
-            "fps": fcnt * (1000.0 / bin_ms),
-        }
+        nb = bins(end_ms, bin_ms)
+        return bin_timeline(
+            end_ms=end_ms,
+            send_ms=np.asarray(self.send_us, dtype=np.int64) // 1000,
+            arrival_ms=np.asarray(self.arrival_us, dtype=np.int64) // 1000,
+            size_bytes=np.asarray(self.size_bytes, dtype=np.float64),
+            capacity_kbps=self.link.trace.capacity_series_bps(nb * bin_ms, bin_ms) / 1000.0,
+            decisions=self.decisions,
+            render_ms=self.receiver.render_ms,
+            frame_delay_ms=self.receiver.frame_delay_ms,
+            bin_ms=bin_ms,
+        )
