@@ -115,6 +115,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         queue_bytes=args.queue_bytes,
         loss=args.loss,
         seed=args.seed,
+        poisson_delivery=args.poisson_delivery,
         keyframe_interval_s=args.keyframe_interval_s,
     )
     progress = None if args.quiet else _progress_printer(sys.stderr)

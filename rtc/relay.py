@@ -67,6 +67,9 @@ class RelayConfig:
     queue_bytes: int | None = None
     feedback_loss: float = 0.0
     seed: int = 0
+    #: The trace's deliveries re-timed as a Poisson process within each 200 ms, from ``seed``
+    #: (``loki emulate --poisson-delivery``).
+    poisson_delivery: bool = False
     #: Header-extension id of the transport-wide sequence number, for the log (0: not logged).
     twcc_extension_id: int = 0
 
@@ -403,14 +406,24 @@ class RelayProcess:
             self._proc.kill()
 
 
-def _load(kind: str, value: str) -> Trace:
+def load_link_trace(source: tuple[str, str], config: RelayConfig) -> Trace:
+    """The trace the link replays: ``source`` is ``("trace", PATH)`` or ``("builtin", NAME)``,
+    loaded by ``loki emulate``'s loaders and, with ``poisson_delivery``, re-timed as it does.
+    The session reads its capacity from the same call, so both sides see one link."""
+    kind, value = source
     if kind == "builtin":
         from traces.builtin import get_builtin
 
-        return get_builtin(value)
-    from traces.load import load_trace
+        trace = get_builtin(value)
+    else:
+        from traces.load import load_trace
 
-    return load_trace(value)
+        trace = load_trace(value)
+    if config.poisson_delivery:
+        from traces.poisson_delivery import poisson_delivery
+
+        trace = poisson_delivery(trace, config.seed)
+    return trace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="{}", help="RelayConfig as JSON")
     p.add_argument("--log", required=True, help="where to write the packet log (.npz)")
     args = p.parse_args(argv)
-    trace = _load("trace", args.trace) if args.trace else _load("builtin", args.builtin)
-    serve(trace, RelayConfig(**json.loads(args.config)), Path(args.log), sys.stdin.fileno())
+    config = RelayConfig(**json.loads(args.config))
+    source = ("trace", args.trace) if args.trace else ("builtin", args.builtin)
+    serve(load_link_trace(source, config), config, Path(args.log), sys.stdin.fileno())
     return 0
 
 

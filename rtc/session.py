@@ -39,7 +39,7 @@ from loki.timeline import bin_timeline, bins
 from rtc import aiortc_patch
 from rtc.aiortc_receiver import AiortcReceiver, ReceiverLog
 from rtc.compact_log import IntRows
-from rtc.relay import RelayConfig, RelayProcess
+from rtc.relay import RelayConfig, RelayProcess, load_link_trace
 from rtc.sender import LiveController, attach
 from rtc.signalling import rewrite_candidates
 from rtc.video_source import SyntheticVideoTrack
@@ -71,6 +71,7 @@ class LiveConfig:
     queue_bytes: int | None = None
     loss: float = 0.0
     seed: int = 0
+    poisson_delivery: bool = False
     keyframe_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -104,17 +105,6 @@ class LiveResult:
     timeline: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def load_source(source: tuple[str, str]) -> Trace:
-    kind, value = source
-    if kind == "builtin":
-        from traces.builtin import get_builtin
-
-        return get_builtin(value)
-    from traces.load import load_trace
-
-    return load_trace(value)
-
-
 def _make_receiver(kind: str):  # type: ignore[no-untyped-def]
     if kind == "aiortc":
         return AiortcReceiver()
@@ -145,24 +135,22 @@ async def run_live(
     """Run one session in real time and return its QoE (same rules as ``loki emulate``)."""
     aiortc_patch.install()
     aiortc_patch.use_loopback_host()
-    trace = load_source(config.source)
+    relay_config = RelayConfig(
+        delay_ms=config.delay_ms,
+        loss=config.loss,
+        queue_packets=config.queue_packets,
+        queue_bytes=config.queue_bytes,
+        seed=config.seed,
+        poisson_delivery=config.poisson_delivery,
+        twcc_extension_id=aiortc_patch.TRANSPORT_CC_EXTENSION_ID,
+    )
+    trace = load_link_trace(config.source, relay_config)
     warm_up(config.controller, trace)
     controller = make_controller(config.controller, trace=trace)
     clock = aiortc_patch.now_us
     captures = IntRows(CAPTURE_FIELDS)
     workdir = Path(tempfile.mkdtemp(prefix="loki-live-"))
-    relay = RelayProcess(
-        config.source,
-        RelayConfig(
-            delay_ms=config.delay_ms,
-            loss=config.loss,
-            queue_packets=config.queue_packets,
-            queue_bytes=config.queue_bytes,
-            seed=config.seed,
-            twcc_extension_id=aiortc_patch.TRANSPORT_CC_EXTENSION_ID,
-        ),
-        workdir / "packets.npz",
-    )
+    relay = RelayProcess(config.source, relay_config, workdir / "packets.npz")
     await relay.start()
     receiver = _make_receiver(config.receiver)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
