@@ -59,6 +59,12 @@ def add_live_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "path with several)",
     )
     p.add_argument("--plot", type=Path, help="draw send rate vs capacity and delay (PNG)")
+    p.add_argument(
+        "--emulated",
+        action="store_true",
+        help="also run each controller in the emulator on the same link: rows and plot lines "
+        "'NAME (emulated)' beside the live ones (its time line: loki emulate --timeline)",
+    )
     p.set_defaults(func=cmd_live)
     return p
 
@@ -126,24 +132,50 @@ def cmd_live(args: argparse.Namespace) -> int:
         results[name] = asyncio.run(
             run_live(dataclasses.replace(config, controller=name), progress)
         )
-    rows = []
+    twins = _emulated_twins(args, trace, names, config.duration_s) if args.emulated else {}
+    rows, objs, timelines = [], [], {}
     for name, result in results.items():
-        rows.append({"controller": name, "trace": trace.name, **result.qoe.to_dict()})
+        row = {"controller": name, "trace": trace.name, **result.qoe.to_dict()}
+        rows.append(row)
+        objs.append({**row, "live": result.stats})
+        timelines[name] = result.timeline
         if args.timeline:
             loki_cli._write_timeline(loki_cli._timeline_path(args.timeline, name), result.timeline)
+        if name in twins:
+            label = f"{name} (emulated)"
+            twin = {"controller": label, "trace": trace.name, **twins[name].qoe.to_dict()}
+            rows.append(twin)
+            objs.append({**twin, "controller": name, "emulated": True})
+            timelines[label] = twins[name].timeline
     if args.plot:
         from loki.plots import plot_sessions
 
         title = f"{trace.name}, live ({args.receiver} receiver)"
-        plot_sessions({n: r.timeline for n, r in results.items()}, args.plot, title=title)
+        plot_sessions(timelines, args.plot, title=title)
     if args.json:
-        objs = [{**row, "live": r.stats} for row, r in zip(rows, results.values(), strict=True)]
         print(json.dumps(objs[0] if len(objs) == 1 else objs))
         return 0
     loki_cli._print_table(rows)
     for name, result in results.items():
         _print_sender(name if len(names) > 1 else "", result.stats)
     return 0
+
+
+def _emulated_twins(args: argparse.Namespace, trace, names: list[str], duration_s: float) -> dict:  # type: ignore[no-untyped-def]
+    """Each controller's session in the emulator, on the link the live run had (the same trace,
+    re-timed the same way with --poisson-delivery, and the same options and seed)."""
+    from loki.controllers import make_controller
+    from loki.emu.session import LinkConfig, Session, SessionConfig
+
+    link = LinkConfig(
+        trace=trace,
+        delay_ms=args.delay_ms,
+        queue_packets=args.queue_packets,
+        queue_bytes=args.queue_bytes,
+        loss=args.loss,
+    )
+    config = SessionConfig(duration_s=duration_s, seed=args.seed)
+    return {n: Session(make_controller(n, trace=trace), link, config).run() for n in names}
 
 
 def _print_sender(name: str, s: dict) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -170,8 +171,10 @@ class LiveController:
         self._bind(aiortc_patch.hooks_of(sender.transport))
         aiortc_patch.on_transport_change(sender, self._follow_transport)
         self._check_negotiation = True
+        #: The controller's time zero on ``clock_us``: when the transport came up (None before).
+        self._origin_us: int | None = None
+        self._origin_lock = threading.Lock()
         self._process_task = asyncio.ensure_future(self._run_process())
-        self._take_probes()
 
     # -- the transport ---------------------------------------------------------------------------
     def _bind(self, hooks: aiortc_patch.TransportHooks) -> None:
@@ -249,13 +252,42 @@ class LiveController:
             self.log.controller_ns += time.perf_counter_ns() - t0
             self.log.controller_calls += 1
 
+    def _started(self, now_us: int) -> bool:
+        """Start the controller's clock when the sender starts (its transport is up); False
+        before.
+
+        libwebrtc creates its network controller only once the network is available, and GCC
+        starts its probing then. A controller here is made before negotiation, at its own time
+        zero: that zero is made to be this moment, and the controller is not called before it.
+        Otherwise its first probes' results came long after the probing they answer (the
+        clock's zero was machine uptime, or the seconds a connection took), past the 1 s that
+        ProbeController waits for them, so it never probed further and GCC crept up from its
+        first estimate instead of reaching the link's rate in a few hundred ms, as it does in
+        the emulator."""
+        if self._origin_us is None:
+            if not aiortc_patch.sender_started(self.sender):
+                return False
+            with self._origin_lock:  # the encoder's thread starts it too (first frame)
+                if self._origin_us is None:
+                    self._origin_us = now_us
+        return True
+
     def _tell_outstanding(self, now_us: int) -> None:
         if self._tells_outstanding:
             outstanding = self._hooks.history.outstanding_bytes()
-            self._timed(self.controller.on_outstanding_data, outstanding, now_us)
+            self._timed(self.controller.on_outstanding_data, outstanding, self._at(now_us))
+
+    def _at(self, now_us: int) -> int:
+        """``now_us`` on the controller's clock (call only once :meth:`_started`)."""
+        assert self._origin_us is not None
+        return now_us - self._origin_us
 
     def _skip_frame(self) -> bool:
-        return bool(self._timed(self.controller.skip_frame, self.clock_us()))
+        # From the encoder's thread: a frame before the start is never skipped.
+        origin = self._origin_us
+        if origin is None:
+            return False
+        return bool(self._timed(self.controller.skip_frame, self.clock_us() - origin))
 
     def _apply(self, now_us: int) -> None:
         with self._lock or contextlib.nullcontext():
@@ -274,20 +306,30 @@ class LiveController:
         with self._lock or contextlib.nullcontext():
             clusters = self.controller.pop_probe_clusters()
         if self.pacer is not None:
-            for c in clusters:
-                self.pacer.add_probe_cluster(c)
+            for c in clusters:  # the pacer runs on clock_us
+                self.pacer.add_probe_cluster(
+                    dataclasses.replace(c, at_us=c.at_us + (self._origin_us or 0))
+                )
 
     def _on_feedback(self, feedback: TransportCcFeedback, arrival_us: int) -> None:
         report = self.adapter.on_feedback(feedback, arrival_us)
-        if report is None:
+        if report is None or not self._started(arrival_us):
             return
         self.log.feedback_reports += 1
         self._tell_outstanding(arrival_us)
-        self._timed(self.controller.on_feedback, report)
+        origin = self._origin_us
+        shifted = dataclasses.replace(
+            report,
+            feedback_time_us=report.feedback_time_us - origin,
+            send_time_us=report.send_time_us - origin,
+        )
+        self._timed(self.controller.on_feedback, shifted)
         self._apply(arrival_us)
 
     def _on_rtcp(self, packet: Any, arrival_us: int) -> None:
         if not isinstance(packet, (rtp.RtcpRrPacket, rtp.RtcpSrPacket)):
+            return
+        if not self._started(arrival_us):
             return
         ssrc = aiortc_patch.media_ssrc(self.sender)
         for block in packet.reports:
@@ -296,11 +338,11 @@ class LiveController:
             rtt = self._rtt.on_report_block(block.lsr, block.dlsr, arrival_us)
             if rtt is not None:
                 self.log.rtts.append(arrival_us, rtt)
-                self._timed(self.controller.on_rtt, rtt, arrival_us)
+                self._timed(self.controller.on_rtt, rtt, self._at(arrival_us))
             loss = self._loss.on_report_block(block.packets_lost, block.highest_sequence)
             if loss is not None:
                 self.log.losses.append(arrival_us, *loss)
-                self._timed(self.controller.on_loss_report, loss[0], loss[1], arrival_us)
+                self._timed(self.controller.on_loss_report, loss[0], loss[1], self._at(arrival_us))
             self._apply(arrival_us)
 
     def _on_rtcp_sent(self, data: bytes, sent_us: int) -> None:
@@ -325,15 +367,20 @@ class LiveController:
                     problem = _negotiation_problem(self.sender)
                     if problem is not None:
                         logger.error(problem)
+                if not self._started(now):
+                    continue
                 self._tell_outstanding(now)
-                self._timed(self.controller.on_process_interval, now)
+                self._timed(self.controller.on_process_interval, self._at(now))
                 self._apply(now)
 
     # -- encoder and pacer plumbing -------------------------------------------------------------
     def _on_frame(self, info: EncodedFrameInfo) -> None:
         # Runs in the encoder's thread; IntRows appends a whole row under its lock.
+        now = self.clock_us()
+        # Before the frame's packets go out, so that no packet is sent before time zero.
+        self._started(now)
         self.log.frames.append(
-            self.clock_us(),
+            now,
             info.rtp_timestamp,
             info.picture_id,
             info.size_bytes,

@@ -23,6 +23,7 @@ pytest.importorskip("aiortc")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
+from loki.api import ProbeCluster, TransportFeedback, WrappedController
 from loki.controllers import make_controller
 from rtc import aiortc_patch
 from rtc.sender import LiveController, attach
@@ -244,3 +245,55 @@ def test_install_still_patches_after_use_loopback_host() -> None:
         "assert rtcdtlstransport.RTCDtlsTransport._send_rtp is aiortc_patch._send_rtp\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class ClockRecorder(WrappedController):
+    """GCC, noting the times it is given (and that it is never called before the start)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        super().__init__(make_controller("gcc"))
+        self.sender = sender
+        self.called_before_start = False
+        self.process_at_us: list[int] = []
+        self.feedback_times_us: list[int] = []
+        self.probe_clusters: list[ProbeCluster] = []
+
+    def on_process_interval(self, at_us: int) -> None:
+        self.called_before_start |= not aiortc_patch.sender_started(self.sender)
+        self.process_at_us.append(at_us)
+        super().on_process_interval(at_us)
+
+    def on_feedback(self, report: TransportFeedback) -> int:
+        self.feedback_times_us += [report.feedback_time_us, int(report.send_time_us.min())]
+        return super().on_feedback(report)
+
+    def pop_probe_clusters(self) -> list[ProbeCluster]:
+        clusters = super().pop_probe_clusters()
+        self.probe_clusters += clusters
+        return clusters
+
+
+async def test_the_controller_is_started_with_the_transport_on_its_own_clock() -> None:
+    # Before: the controller was called from attach on, with the machine's monotonic clock, so
+    # its first probes (made at its time zero) were answered "uptime" later, past the 1 s
+    # ProbeController waits, and it never probed further: GCC crept up from its first estimate.
+    app = App()
+    recorder = ClockRecorder(app.transceiver.sender)
+    live = attach(app.transceiver.sender, recorder, guard=False)
+    try:
+        await asyncio.sleep(0.3)  # attached, not yet negotiated: nothing to drive
+        assert recorder.process_at_us == []
+        await app.negotiate()
+        await app.wait_started()
+        await asyncio.sleep(1.5)
+        assert not recorder.called_before_start
+        # Its clock starts at zero with the transport, as the emulator's does.
+        assert 0 <= recorder.process_at_us[0] < 100_000
+        # No packet went out before that zero.
+        assert all(0 <= t < 2_000_000 for t in recorder.feedback_times_us)
+        # And so it probes on after its first results, as in the emulator (clusters 1 and 2 at
+        # start, then a third at twice the first estimate).
+        assert len(recorder.probe_clusters) >= 3
+        assert recorder.probe_clusters[2].target_bps > recorder.probe_clusters[1].target_bps
+    finally:
+        await app.close(live)
