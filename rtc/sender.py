@@ -174,6 +174,7 @@ class LiveController:
         #: The controller's time zero on ``clock_us``: when the transport came up (None before).
         self._origin_us: int | None = None
         self._origin_lock = threading.Lock()
+        self._running = True
         self._process_task = asyncio.ensure_future(self._run_process())
 
     # -- the transport ---------------------------------------------------------------------------
@@ -361,6 +362,11 @@ class LiveController:
             while True:
                 next_s += interval_s
                 await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+                if self.sender.transport.state in ("closed", "failed"):
+                    # The call ended without stop(): stop driving the controller (and let
+                    # this object go) rather than tick for the life of the process.
+                    self._teardown()
+                    return
                 now = self.clock_us()
                 if self._check_negotiation and aiortc_patch.sender_started(self.sender):
                     self._check_negotiation = False
@@ -424,7 +430,17 @@ class LiveController:
         return self._hooks.sent_bytes
 
     def stop(self) -> None:
+        """Stop driving the sender (its encoder stays; it keeps the last target)."""
         self._process_task.cancel()
+        self._teardown()
+
+    @property
+    def running(self) -> bool:
+        """False once stopped, or once the call's transport closed or failed."""
+        return self._running
+
+    def _teardown(self) -> None:
+        self._running = False
         if self.pacer is not None:
             self.pacer.stop()
         aiortc_patch.on_transport_change(self.sender, None)

@@ -297,3 +297,20 @@ async def test_the_controller_is_started_with_the_transport_on_its_own_clock() -
         assert recorder.probe_clusters[2].target_bps > recorder.probe_clusters[1].target_bps
     finally:
         await app.close(live)
+
+
+async def test_a_call_closed_without_stop_stops_driving_the_controller() -> None:
+    app = App()
+    recorder = ClockRecorder(app.transceiver.sender)
+    live = attach(app.transceiver.sender, recorder, guard=False)
+    await app.negotiate()
+    await app.wait_started()
+    await asyncio.sleep(0.3)
+    assert live.running and recorder.process_at_us
+    await app.close(None)  # the app forgets live.stop()
+    await asyncio.sleep(0.2)
+    assert not live.running
+    calls = len(recorder.process_at_us)
+    await asyncio.sleep(0.3)
+    assert len(recorder.process_at_us) == calls  # no more ticks into the controller
+    live.stop()  # and a late stop() is harmless
