@@ -105,7 +105,7 @@ def _load_link_trace(args: argparse.Namespace):
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     from loki.controllers import make_controller
-    from loki.emu.session import LinkConfig, Session, SessionConfig
+    from loki.emu.session import Session, SessionConfig
 
     if args.list_builtins:
         from traces.builtin import builtin_names
@@ -117,14 +117,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         raise CliError("--packet-log and --host-timing go with --source cbr:KBPS")
     trace = _load_link_trace(args)
     duration_s = args.duration_s or min(trace.period_ms / 1000.0, DEFAULT_DURATION_CAP_S)
-    link = LinkConfig(
-        trace=trace,
-        delay_ms=args.delay_ms,
-        queue_packets=args.queue_packets,
-        queue_bytes=args.queue_bytes,
-        loss=args.loss,
-        path_delay_steps_ms=tuple(args.path_change or ()),
-    )
+    link = _link_config(args, trace)
     if args.source is not None:
         return _emulate_cbr(args, link, duration_s)
     names = _controller_names(args.controller, trace, args.timeline)
@@ -168,6 +161,20 @@ def _run_with_progress(session, duration_s: float, name: str, quiet: bool):
             last[0] = round(t_s)
 
         return session.run(progress=tick)
+
+
+def _link_config(args: argparse.Namespace, trace: Trace):  # type: ignore[no-untyped-def]
+    """The link the command line describes (``loki emulate``'s and ``loki live``'s options)."""
+    from loki.emu.session import LinkConfig
+
+    return LinkConfig(
+        trace=trace,
+        delay_ms=args.delay_ms,
+        queue_packets=args.queue_packets,
+        queue_bytes=args.queue_bytes,
+        loss=args.loss,
+        path_delay_steps_ms=tuple(getattr(args, "path_change", None) or ()),
+    )
 
 
 def _controller_names(text: str, trace: Trace, timeline: Path | None) -> list[str]:

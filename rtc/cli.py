@@ -164,16 +164,11 @@ def cmd_live(args: argparse.Namespace) -> int:
 def _emulated_twins(args: argparse.Namespace, trace, names: list[str], duration_s: float) -> dict:  # type: ignore[no-untyped-def]
     """Each controller's session in the emulator, on the link the live run had (the same trace,
     re-timed the same way with --poisson-delivery, and the same options and seed)."""
+    from loki import cli as loki_cli
     from loki.controllers import make_controller
-    from loki.emu.session import LinkConfig, Session, SessionConfig
+    from loki.emu.session import Session, SessionConfig
 
-    link = LinkConfig(
-        trace=trace,
-        delay_ms=args.delay_ms,
-        queue_packets=args.queue_packets,
-        queue_bytes=args.queue_bytes,
-        loss=args.loss,
-    )
+    link = loki_cli._link_config(args, trace)
     config = SessionConfig(duration_s=duration_s, seed=args.seed)
     return {n: Session(make_controller(n, trace=trace), link, config).run() for n in names}
 

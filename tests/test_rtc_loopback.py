@@ -119,9 +119,19 @@ def test_loki_live_compares_controllers_with_a_plot_and_time_lines(tmp_path, cap
 
     argv = ["live", "--builtin", "const-2.5mbps", "--duration-s", "3", "--quiet", "--json"]
     out = ["--timeline", str(tmp_path / "{controller}.csv"), "--plot", str(tmp_path / "p.png")]
-    assert main([*argv, "--controller", "gcc,fixed:800", *out]) == 0
+    assert main([*argv, "--controller", "gcc,fixed:800", "--emulated", *out]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["controller"] for r in rows] == ["gcc", "fixed:800"]
+    # Each live session, then its emulated twin on the same link.
+    assert [(r["controller"], r.get("emulated", False)) for r in rows] == [
+        ("gcc", False),
+        ("gcc", True),
+        ("fixed:800", False),
+        ("fixed:800", True),
+    ]
+    assert "live" in rows[0] and "live" not in rows[1]
+    # A constant 800 kbps on a 2.5 Mbps link: both sides send about that (the encoder's share
+    # of it, less the first keyframe's ramp).
+    assert 550 < rows[2]["bitrate_kbps"] < 850 and 550 < rows[3]["bitrate_kbps"] < 850
     for name in ("gcc", "fixed:800"):
         lines = (tmp_path / f"{name}.csv").read_text().splitlines()
         assert lines[0].split(",")[:3] == ["time_s", "capacity_kbps", "target_kbps"]
