@@ -156,24 +156,24 @@ def test_bad_source(source: str, workdir: Path, capsys: pytest.CaptureFixture[st
     assert_refused(argv, workdir, capsys, "--source expects cbr:KBPS")
 
 
+# Several controllers: a --timeline without '{controller}', and an unknown name among them,
+# are refused before anything runs (emulate's sessions take seconds, live's a minute each).
+SEVERAL_REFUSED = {
+    "timeline needs a pattern": ("gcc,oracle", "{controller}"),
+    "unknown name among several": ("gcc,nope", "nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEVERAL_REFUSED))
 @pytest.mark.parametrize("command", ["emulate", "live"])
-def test_several_controllers_need_a_timeline_pattern(
-    command: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+def test_several_controllers_are_checked_before_running(
+    command: str, case: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if command == "live":
         pytest.importorskip("aiortc")
-    argv = [command, "--duration-s", "1", "--controller", "gcc,oracle", *OUTPUTS]
-    assert_refused(argv, workdir, capsys, "{controller}")
-
-
-@pytest.mark.parametrize("command", ["emulate", "live"])
-def test_an_unknown_controller_among_several_is_refused_before_running(
-    command: str, workdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    if command == "live":
-        pytest.importorskip("aiortc")
-    argv = [command, "--duration-s", "1", "--controller", "gcc,nope", *OUTPUTS]
-    assert_refused(argv, workdir, capsys, "nope")
+    controllers, expect = SEVERAL_REFUSED[case]
+    argv = [command, "--duration-s", "1", "--controller", controllers, *OUTPUTS]
+    assert_refused(argv, workdir, capsys, expect)
 
 
 @pytest.mark.parametrize(
